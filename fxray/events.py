@@ -1,0 +1,189 @@
+"""CloudEvents 1.0 in JSON, built and parsed with the ``cloudevents`` SDK.
+
+Inside the platform an event travels as its *structured* JSON form: a plain dict with the
+context attributes, the extensions and ``data``. Every event fxray emits carries three
+extension attributes linking it to what caused it:
+
+``fxparentid``
+    the id of the event that triggered the run which emitted this one;
+``fxrunid``
+    the id of that run;
+``fxcorrelationid``
+    an id shared by the whole flow (a root event's correlation id is its own id).
+
+Platform event types (see ``docs/events.md``):
+
+``fxray.run.manual``
+    a manual run; ``fxtarget`` names the service, optional ``fxversion``/``fxpriority``;
+    ``data`` holds the run's parameters.
+``fxray.schedule.tick``
+    a cron tick; ``fxtarget`` names the service; ``data`` has ``scheduled_for``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from cloudevents.core.exceptions import BaseCloudEventException
+from cloudevents.core.formats.json import JSONFormat
+from cloudevents.core.v1.event import CloudEvent
+
+PARENT_ID = "fxparentid"
+RUN_ID = "fxrunid"
+CORRELATION_ID = "fxcorrelationid"
+TARGET = "fxtarget"
+VERSION = "fxversion"
+PRIORITY = "fxpriority"
+SHADOW = "fxshadow"
+
+MANUAL_RUN = "fxray.run.manual"
+SCHEDULE_TICK = "fxray.schedule.tick"
+PLATFORM_TYPES = frozenset({MANUAL_RUN, SCHEDULE_TICK})
+
+DEFAULT_SOURCE = "fxray"
+MAX_EVENT_BYTES = 1_000_000
+
+_FORMAT = JSONFormat()
+
+EventDict = dict[str, Any]
+
+
+class InvalidEvent(ValueError):
+    """A record that is not a valid CloudEvents 1.0 JSON event; the message says why."""
+
+
+def new_event(
+    type: str,
+    data: Any = None,
+    *,
+    source: str = DEFAULT_SOURCE,
+    **attributes: Any,
+) -> EventDict:
+    """Build a validated CloudEvent and return its structured dict form."""
+    attrs: dict[str, Any] = {"type": type, "source": source, **attributes}
+    attrs.setdefault("id", str(uuid.uuid4()))
+    attrs.setdefault("time", datetime.now(UTC))
+    if data is not None and not isinstance(data, bytes | str):
+        attrs.setdefault("datacontenttype", "application/json")
+    try:
+        event = CloudEvent(attrs, data)
+    except BaseCloudEventException as exc:
+        raise InvalidEvent(str(exc)) from exc
+    return _as_dict(event)
+
+
+def child_event(
+    parent: EventDict,
+    run_id: str,
+    type: str,
+    data: Any = None,
+    *,
+    source: str,
+    **attributes: Any,
+) -> EventDict:
+    """An event emitted by a run, carrying its causation and correlation attributes."""
+    attributes[PARENT_ID] = parent["id"]
+    attributes[RUN_ID] = run_id
+    attributes[CORRELATION_ID] = correlation_id(parent)
+    for name in (SHADOW,):
+        if name in parent and name not in attributes:
+            attributes[name] = parent[name]
+    return new_event(type, data, source=source, **attributes)
+
+
+def correlation_id(event: EventDict) -> str:
+    return str(event.get(CORRELATION_ID) or event["id"])
+
+
+def to_json(event: EventDict) -> bytes:
+    """Serialise a structured event dict as CloudEvents JSON bytes."""
+    return json.dumps(event, separators=(",", ":"), default=_json_default).encode()
+
+
+def from_json(raw: bytes | str) -> EventDict:
+    """Parse and validate CloudEvents JSON; raises :class:`InvalidEvent` saying why."""
+    if len(raw) > MAX_EVENT_BYTES:
+        raise InvalidEvent(f"event is {len(raw)} bytes, over the {MAX_EVENT_BYTES} limit")
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidEvent(f"not JSON: {exc}") from exc
+    return from_dict(body)
+
+
+def from_dict(body: Any) -> EventDict:
+    """Validate a decoded structured event; raises :class:`InvalidEvent` saying why."""
+    if not isinstance(body, dict):
+        raise InvalidEvent("a CloudEvent must be a JSON object")
+    version = body.get("specversion")
+    if version != "1.0":
+        raise InvalidEvent(f"specversion must be '1.0', got {version!r}")
+    try:
+        event = _FORMAT.read(None, json.dumps(body))
+    except BaseCloudEventException as exc:
+        raise InvalidEvent(_describe(exc)) from exc
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise InvalidEvent(f"invalid attribute: {exc}") from exc
+    return _as_dict(event)
+
+
+def _as_dict(event: CloudEvent) -> EventDict:
+    return json.loads(_FORMAT.write(event))
+
+
+def _describe(exc: BaseCloudEventException) -> str:
+    errors = getattr(exc, "errors", None)
+    if isinstance(errors, dict) and errors:
+        parts = [f"{name}: {errs[0]}" for name, errs in errors.items() if errs]
+        return "invalid CloudEvent: " + ", ".join(parts)
+    return f"invalid CloudEvent: {exc}"
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def from_record(value: bytes, headers: list[tuple[str, bytes]] | None = None) -> EventDict:
+    """An event from a bus record, in either CloudEvents Kafka content mode.
+
+    Binary mode carries the attributes in ``ce_*`` headers and the data as the value;
+    structured mode carries the whole event as the JSON value.
+    """
+    if headers and any(name.startswith("ce_") for name, _ in headers):
+        return _from_binary(value, headers)
+    return from_json(value)
+
+
+def _from_binary(value: bytes, headers: list[tuple[str, bytes]]) -> EventDict:
+    body: dict[str, Any] = {}
+    content_type: str | None = None
+    try:
+        for name, raw in headers:
+            text = raw.decode() if isinstance(raw, bytes) else str(raw)
+            if name.startswith("ce_"):
+                body[name[3:]] = text
+            elif name.lower() == "content-type":
+                content_type = text
+    except UnicodeDecodeError as exc:
+        raise InvalidEvent(f"a ce_ header is not UTF-8: {exc}") from exc
+    if content_type:
+        body["datacontenttype"] = content_type
+    if len(value or b"") > MAX_EVENT_BYTES:
+        raise InvalidEvent(f"event is {len(value)} bytes, over the {MAX_EVENT_BYTES} limit")
+    if value:
+        if content_type is None or _FORMAT.JSON_CONTENT_TYPE_PATTERN.match(content_type):
+            try:
+                body["data"] = json.loads(value)
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise InvalidEvent(f"data is not JSON: {exc}") from exc
+        else:
+            body["data_base64"] = base64.b64encode(value).decode()
+    return from_dict(body)

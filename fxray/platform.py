@@ -1,0 +1,464 @@
+"""The platform, driven from Python: start it, deploy services, link triggers, send events.
+
+::
+
+    import fxray
+
+    with fxray.Platform() as platform:              # embedded defaults: no servers needed
+        platform.deploy("examples/greeter")
+        platform.link("demo.greet", "greeter")
+        event = platform.send("demo.greet", {"name": "Ada"})
+        for run in platform.wait_for_runs(correlation_id=event["id"]):
+            print(run.service, run.status, run.duration_ms)
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from fxray import events as ev
+from fxray.bus import EventBus, OutgoingRecord
+from fxray.kv import KVStore, config_key, put_json, secrets_key
+from fxray.packages import PackageStore
+from fxray.router.router import ROUTER_GROUP, Router
+from fxray.router.triggers import validate_pattern, validate_weights
+from fxray.services import (
+    PackageError,
+    ServicePackage,
+    load_package,
+    load_package_bytes,
+    validate_params,
+)
+from fxray.settings import Settings
+from fxray.store import (
+    NotFound,
+    RunRecord,
+    ServiceRecord,
+    StateStore,
+    TriggerRecord,
+    VersionRecord,
+)
+
+RAY_ENV_DEFAULTS = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_DEDUP_LOGS": "0",
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+}
+
+
+class PlatformError(RuntimeError):
+    """An operator request the platform refuses; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """What one deploy did."""
+
+    service: ServiceRecord
+    version: VersionRecord
+    created: bool  # False when the same content was deployed before
+    triggers: list[TriggerRecord]
+
+
+class Platform:
+    """One fxray installation: state store, KV, package store, event bus, router, executors."""
+
+    def __init__(self, settings: Settings | None = None, **overrides: Any) -> None:
+        self.settings = settings or Settings(**overrides)
+        self.store: StateStore | None = None
+        self.kv: KVStore | None = None
+        self.packages: PackageStore | None = None
+        self.bus: EventBus | None = None
+        self.router: Any = None
+        self._started_ray = False
+        self._parameters: dict[str, Any] = {}
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> Platform:
+        """Connect to (or start) Ray and bring up the bus and the router; idempotent."""
+        if self.router is not None:
+            return self
+        settings = self.settings
+        settings.home.mkdir(parents=True, exist_ok=True)
+        self.store = StateStore(settings.database_url)
+        self.store.engine  # noqa: B018 - create the tables now, not in the router
+        self.kv = _make_kv(settings)
+        self.packages = _make_package_store(settings)
+        self._init_ray()
+        self.bus = _make_bus(settings)
+        router_cls = ray.remote(Router)
+        self.router = router_cls.options(
+            name=f"fxray-router.{settings.instance}",
+            num_cpus=0,
+            max_concurrency=1000,
+            get_if_exists=False,
+        ).remote(settings.public_dict(), self.bus, self.store, self.kv, self.packages)
+        ray.get(self.router.start.remote())
+        return self
+
+    def _init_ray(self) -> None:
+        if ray.is_initialized():
+            return
+        for name, value in RAY_ENV_DEFAULTS.items():
+            os.environ.setdefault(name, value)
+        ray.init(
+            address=self.settings.ray_address,
+            num_cpus=self.settings.ray_num_cpus,
+            include_dashboard=self.settings.ray_include_dashboard,
+            namespace=self.settings.ray_namespace,
+            log_to_driver=False,
+            configure_logging=False,
+        )
+        self._started_ray = True
+
+    def stop(self) -> None:
+        """Stop the router (committing what finished) and the embedded bus."""
+        if self.router is not None:
+            try:
+                ray.get(self.router.stop.remote(), timeout=30)
+            finally:
+                ray.kill(self.router)
+                self.router = None
+        shutdown = getattr(self.bus, "shutdown", None)
+        if shutdown is not None:
+            shutdown()
+        self.bus = None
+        if self.store is not None:
+            self.store.close()
+        if self._started_ray:
+            ray.shutdown()
+            self._started_ray = False
+
+    def __enter__(self) -> Platform:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- services -----------------------------------------------------------------------------
+
+    def deploy(
+        self, path: str | Path | bytes, *, label: str | None = None, deployed_by: str | None = None
+    ) -> Deployment:
+        """Validate and store a service package as a new immutable version.
+
+        The first deploy of a service links its manifest's ``trigger_events``. Deploying the
+        same content again returns the existing version. Raises :class:`PackageError` listing
+        every problem of an invalid package.
+        """
+        store, packages, kv = self._require()
+        package = load_package(path) if not isinstance(path, bytes) else load_package_bytes(path)
+        manifest = package.manifest
+        packages.put(package.content_hash, package.to_zip())
+        put_json(kv, config_key(package.name), package.config)
+        put_json(kv, secrets_key(package.name), package.secrets)
+        first_deploy = True
+        try:
+            store.get_service(package.name)
+            first_deploy = False
+        except NotFound:
+            pass
+        fields = {
+            "description": manifest.description,
+            "tags": list(manifest.tags),
+            "allow_manual_triggering": manifest.allow_manual_triggering,
+            "priority": manifest.priority,
+            "schedule": manifest.schedule,
+            "max_concurrency": manifest.max_concurrency,
+        }
+        if first_deploy:
+            fields["active"] = manifest.active
+        service = store.upsert_service(package.name, **fields)
+        version, created = store.add_version(
+            package.name,
+            package.content_hash,
+            manifest.model_dump(mode="json", exclude_none=True),
+            label=label,
+            requirements=package.requirements,
+            requirements_hash=package.requirements_hash,
+            deployed_by=deployed_by,
+        )
+        self._parameters[version.id] = package.parameters
+        triggers = []
+        if first_deploy:
+            triggers = [store.add_trigger(t, package.name) for t in manifest.trigger_events]
+        self.refresh()
+        return Deployment(service, version, created, triggers)
+
+    def services(self) -> list[ServiceRecord]:
+        return self._require()[0].list_services()
+
+    def versions(self, service: str) -> list[VersionRecord]:
+        return self._require()[0].list_versions(service)
+
+    def activate(self, service: str, active: bool = True) -> ServiceRecord:
+        """Switch a service on or off; running routers see it within a second."""
+        record = self._require()[0].set_service_active(service, active)
+        self.refresh()
+        return record
+
+    # -- triggers (late linking) --------------------------------------------------------------
+
+    def link(
+        self,
+        pattern: str,
+        service: str,
+        *,
+        filters: Mapping[str, str] | None = None,
+        weights: Mapping[str, int] | None = None,
+        shadow: str | None = None,
+    ) -> TriggerRecord:
+        """Link events whose type matches ``pattern`` to ``service``.
+
+        ``weights`` map version references (id, label or hash prefix) to weights for an A/B
+        split; none means the latest version. ``shadow`` names a version that also runs on a
+        copy of the traffic.
+        """
+        store = self._require()[0]
+        try:
+            validate_pattern(pattern)
+            resolved = self._resolve_weights(service, weights or {})
+        except ValueError as exc:
+            raise PlatformError(str(exc)) from exc
+        shadow_id = store.resolve_version(service, shadow).id if shadow else None
+        trigger = store.add_trigger(
+            pattern,
+            service,
+            filters=dict(filters or {}),
+            weights=resolved,
+            shadow_version=shadow_id,
+        )
+        self.refresh()
+        return trigger
+
+    def update_trigger(self, trigger_id: str, **changes: Any) -> TriggerRecord:
+        store = self._require()[0]
+        trigger = next((t for t in store.list_triggers() if t.id == trigger_id), None)
+        if trigger is None:
+            raise NotFound(f"no trigger {trigger_id!r}")
+        if "weights" in changes:
+            changes["weights"] = self._resolve_weights(trigger.service, changes["weights"] or {})
+        if "pattern" in changes:
+            validate_pattern(changes["pattern"])
+        record = store.update_trigger(trigger_id, **changes)
+        self.refresh()
+        return record
+
+    def unlink(self, trigger_id: str) -> None:
+        self._require()[0].remove_trigger(trigger_id)
+        self.refresh()
+
+    def triggers(self, service: str | None = None) -> list[TriggerRecord]:
+        return self._require()[0].list_triggers(service)
+
+    def split(
+        self, service: str, weights: Mapping[str, int], pattern: str | None = None
+    ) -> list[TriggerRecord]:
+        """Set A/B weights on the service's triggers (those with ``pattern``, or all)."""
+        changed = [
+            self.update_trigger(t.id, weights=dict(weights))
+            for t in self.triggers(service)
+            if pattern is None or t.pattern == pattern
+        ]
+        if not changed:
+            raise PlatformError(f"service {service!r} has no trigger to split")
+        return changed
+
+    def _resolve_weights(self, service: str, weights: Mapping[str, int]) -> dict[str, int]:
+        store = self._require()[0]
+        clean = validate_weights(weights)
+        return {store.resolve_version(service, ref).id: w for ref, w in clean.items()}
+
+    def refresh(self) -> None:
+        """Make the router reload triggers now rather than at its next poll."""
+        if self.router is not None:
+            ray.get(self.router.refresh.remote())
+
+    # -- events and runs ----------------------------------------------------------------------
+
+    def send(self, type: str, data: Any = None, **attributes: Any) -> dict[str, Any]:
+        """Publish a CloudEvent; returns it (its ``id`` follows the runs it causes)."""
+        attributes.setdefault("source", "fxray/cli")
+        event = ev.new_event(type, data, **attributes)
+        self.publish([event])
+        return event
+
+    def publish(self, events: list[dict[str, Any]]) -> None:
+        bus = self._bus()
+        records = [OutgoingRecord(ev.to_json(e), key=_partition_key(e)) for e in events]
+        bus.produce(self.settings.events_topic, records)
+
+    def run(
+        self,
+        service: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        version: str | None = None,
+        priority: int | None = None,
+    ) -> dict[str, Any]:
+        """Start a manual run (a ``fxray.run.manual`` event) with validated parameters."""
+        store = self._require()[0]
+        record = store.get_service(service)
+        if not record.active:
+            raise PlatformError(f"service {service!r} is not active")
+        if not record.allow_manual_triggering:
+            raise PlatformError(f"service {service!r} does not allow manual runs")
+        target = store.resolve_version(service, version) if version else self._latest(service)
+        values = validate_params(self._parameters_of(target), dict(params or {}))
+        attributes: dict[str, Any] = {ev.TARGET: service, ev.VERSION: target.id}
+        if priority is not None:
+            if not 1 <= priority <= 10:
+                raise PlatformError("priority must be between 1 and 10")
+            attributes[ev.PRIORITY] = str(priority)
+        return self.send(ev.MANUAL_RUN, values, source="fxray/manual", **attributes)
+
+    def runs(self, **filters: Any) -> list[RunRecord]:
+        return self._require()[0].list_runs(**filters)
+
+    def get_run(self, run_id: str) -> RunRecord:
+        return self._require()[0].get_run(run_id)
+
+    def cancel(self, run_id: str) -> str:
+        """Cancel a queued or running run: ``cancelled``, ``cancelling`` or ``not_active``."""
+        return ray.get(self._router().cancel.remote(run_id))
+
+    def set_priority(self, run_id: str, priority: int) -> bool:
+        return ray.get(self._router().set_priority.remote(run_id, priority))
+
+    def stats(self) -> dict[str, Any]:
+        stats = ray.get(self._router().stats.remote())
+        stats["lag"] = self._bus().lag(ROUTER_GROUP, self.settings.events_topic)
+        return stats
+
+    def wait_for_runs(
+        self,
+        *,
+        correlation_id: str | None = None,
+        event_id: str | None = None,
+        service: str | None = None,
+        count: int = 1,
+        timeout: float = 60.0,
+    ) -> list[RunRecord]:
+        """Wait until at least ``count`` matching runs exist and all are final."""
+        deadline = time.monotonic() + timeout
+        while True:
+            runs = self.runs(
+                correlation_id=correlation_id, event_id=event_id, service=service, limit=None
+            )
+            if len(runs) >= count and all(_is_final(r) for r in runs):
+                return runs
+            if time.monotonic() > deadline:
+                states = {r.id[:8]: r.status for r in runs}
+                raise TimeoutError(f"runs not finished after {timeout}s: {states}")
+            time.sleep(0.05)
+
+    def wait_idle(self, timeout: float = 60.0) -> dict[str, Any]:
+        """Wait until every published event is routed and every run has finished."""
+        deadline = time.monotonic() + timeout
+        while True:
+            stats = self.stats()
+            if stats["lag"] == 0 and stats["active_runs"] == 0:
+                return stats
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"platform not idle after {timeout}s: {stats}")
+            time.sleep(0.05)
+
+    def trace(self, correlation_id: str) -> list[dict[str, Any]]:
+        """Events and runs of one flow, in time order."""
+        store = self._require()[0]
+        items: list[dict[str, Any]] = [
+            {"kind": "event", "time": e.get("time"), "event": e}
+            for e in store.list_events(correlation_id=correlation_id)
+        ]
+        for run in store.list_runs(correlation_id=correlation_id, limit=None):
+            items.append({"kind": "run", "time": run.created_at, "run": run})
+        return sorted(items, key=_trace_order)
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _latest(self, service: str) -> VersionRecord:
+        versions = self._require()[0].list_versions(service)
+        if not versions:
+            raise PlatformError(f"service {service!r} has no version")
+        return versions[-1]
+
+    def _parameters_of(self, version: VersionRecord) -> list[Any]:
+        if version.id not in self._parameters:
+            package = self._package(version)
+            self._parameters[version.id] = package.parameters
+        return self._parameters[version.id]
+
+    def _package(self, version: VersionRecord) -> ServicePackage:
+        packages = self._require()[1]
+        return load_package_bytes(packages.get(version.content_hash), source=version.id)
+
+    def _require(self) -> tuple[StateStore, PackageStore, KVStore]:
+        if self.store is None or self.packages is None or self.kv is None:
+            raise PlatformError("the platform is not started: call start() first")
+        return self.store, self.packages, self.kv
+
+    def _bus(self) -> EventBus:
+        if self.bus is None:
+            raise PlatformError("the platform is not started: call start() first")
+        return self.bus
+
+    def _router(self) -> Any:
+        if self.router is None:
+            raise PlatformError("the platform is not started: call start() first")
+        return self.router
+
+
+def _is_final(run: RunRecord) -> bool:
+    return run.status in ("succeeded", "failed", "timed_out", "cancelled")
+
+
+def _trace_order(item: dict[str, Any]) -> tuple[float, int]:
+    if item["kind"] == "run":
+        return (item["run"].created_at, 1)
+    from datetime import datetime
+
+    stamp = item["time"]
+    when = datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() if stamp else 0.0
+    return (when, 0)
+
+
+def _partition_key(event: Mapping[str, Any]) -> bytes | None:
+    key = event.get("partitionkey")
+    return str(key).encode() if key else None
+
+
+def _make_kv(settings: Settings) -> KVStore:
+    from fxray.kv.local import LocalKV
+
+    return LocalKV(settings.kv_path)
+
+
+def _make_package_store(settings: Settings) -> PackageStore:
+    from fxray.packages.local import LocalPackageStore
+
+    return LocalPackageStore(settings.packages_dir)
+
+
+def _make_bus(settings: Settings) -> EventBus:
+    from fxray.bus.embedded import EmbeddedBus
+
+    return EmbeddedBus.start(
+        name=f"fxray-bus.{settings.instance}", default_partitions=settings.bus_partitions
+    )
+
+
+__all__ = ["Deployment", "PackageError", "Platform", "PlatformError", "new_instance_name"]
+
+
+def new_instance_name() -> str:
+    return f"i{uuid.uuid4().hex[:8]}"

@@ -1,0 +1,645 @@
+"""The router actor: consume events, match triggers, queue runs by priority, dispatch, record.
+
+One asyncio event loop runs these tasks:
+
+* **consume** polls the bus in batches, decodes CloudEvents (bad records go to the dead-letter
+  topic), matches triggers, records the pending runs, and queues them. When the queue holds
+  ``router_max_in_flight`` runs it pauses its partitions (and keeps polling, so it stays in
+  its consumer group) until the backlog drains.
+* **dispatch** takes runs in priority order for versions with a free executor and sends them in
+  batches, sized from each version's measured run time so that a batch takes ~20 ms.
+* **commit** commits, per partition, up to the lowest offset whose runs are not all finished
+  and recorded (at-least-once).
+* **refresh** reloads triggers, services and versions when their revision changes (late
+  linking), and **reap** retires idle executors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from fxray import events as ev
+from fxray.actors.envs import EnvBuildError
+from fxray.actors.executor import BatchOutcome
+from fxray.actors.pool import ExecutorCrashed, ExecutorPools, VersionPool
+from fxray.bus import EventBus, OutgoingRecord, Record, TopicPartition
+from fxray.kv import KVStore
+from fxray.packages import PackageStore
+from fxray.router.offsets import OffsetTracker
+from fxray.router.queue import DelayQueue, RunQueue
+from fxray.router.triggers import Match, TriggerTable
+from fxray.router.writer import RecordWriter
+from fxray.runs import RunResult, RunSpec, RunStatus
+from fxray.settings import Settings
+from fxray.store import StateStore, VersionRecord
+
+log = logging.getLogger("fxray.router")
+
+ROUTER_GROUP = "fxray-router"
+RUN_NAMESPACE = uuid.UUID("5b0c1d2e-8f3a-4c6b-9d7e-0a1b2c3d4e5f")
+TARGET_BATCH_S = 0.02
+MANUAL_TRIGGER = "manual"
+SCHEDULE_TRIGGER = "schedule"
+
+
+def run_id_for(event_id: str, trigger_id: str) -> str:
+    """Runs are named by (event, trigger), so a redelivered event maps to the same run."""
+    return str(uuid.uuid5(RUN_NAMESPACE, f"{event_id}\x00{trigger_id}"))
+
+
+@dataclass(slots=True)
+class _Run:
+    spec: RunSpec
+    tp: TopicPartition | None
+    offset: int
+    max_retries: int
+    backoff_s: float
+    isolate: bool = False
+    dispatched: bool = False
+    cancel_requested: bool = False
+    logs: list[Any] = field(default_factory=list)
+
+
+class Router:
+    """The router; created as a Ray actor by :func:`start_router`."""
+
+    def __init__(
+        self,
+        settings: dict[str, Any],
+        bus: EventBus,
+        store: StateStore,
+        kv: KVStore,
+        package_store: PackageStore,
+        *,
+        router_id: str = "router-0",
+        run_scheduler: bool = True,
+    ) -> None:
+        logging.basicConfig(level=logging.INFO)
+        self.settings = Settings(**settings)
+        self.bus = bus
+        self.store = store
+        self.router_id = router_id
+        self.run_scheduler = run_scheduler
+        self.pools = ExecutorPools(
+            package_store=package_store,
+            kv=kv,
+            cache_dir=self.settings.home / "cache" / "packages",
+            envs_dir=self.settings.envs_dir,
+            executor_cpus=self.settings.executor_cpus,
+            max_per_version=self.settings.executors_max_per_version,
+            min_per_version=self.settings.executors_min_per_version,
+            max_total=self.settings.executors_max_total,
+            idle_s=self.settings.executor_idle_s,
+            env_backend=self.settings.env_backend,
+            pip_index_url=self.settings.pip_index_url,
+        )
+        self.queue: RunQueue[_Run] = RunQueue()
+        self.delayed: DelayQueue[_Run] = DelayQueue()
+        self.runs: dict[str, _Run] = {}
+        self.tracker = OffsetTracker()
+        self.table = TriggerTable(store.routing_snapshot())
+        self.writer = RecordWriter(store)
+        self.avg_run_s: dict[str, float] = {}
+        self.counters: Counter[str] = Counter()
+        self.wakeup = asyncio.Event()
+        self.tasks: list[asyncio.Task[None]] = []
+        self.consumer: Any = None
+        self.paused = False
+        self.running = False
+        self.errors: list[str] = []
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> str:
+        if self.running:
+            return self.router_id
+        self.running = True
+        await asyncio.to_thread(self._open_consumer)
+        loops = [self._consume_loop, self._dispatch_loop, self._commit_loop, self._refresh_loop]
+        loops.append(self._reap_loop)
+        if self.run_scheduler:
+            loops.append(self._schedule_loop)
+        self.tasks = [asyncio.create_task(self._guard(loop)) for loop in loops]
+        return self.router_id
+
+    def _open_consumer(self) -> None:
+        self.bus.ensure_topic(self.settings.events_topic, self.settings.bus_partitions)
+        self.bus.ensure_topic(self.settings.deadletter_topic, 1)
+        self.consumer = self.bus.consumer(ROUTER_GROUP, [self.settings.events_topic])
+
+    async def stop(self) -> dict[str, int]:
+        """Stop consuming, let dispatched runs finish briefly, commit, and leave the group."""
+        self.running = False
+        self.wakeup.set()
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self._commit()
+        if self.consumer is not None:
+            await self.consumer.close_async()
+        self.pools.shutdown()
+        self.writer.close()
+        return dict(self.counters)
+
+    async def _guard(self, loop: Any) -> None:
+        while self.running:
+            try:
+                await loop()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # keep routing; report what broke
+                log.exception("router loop %s failed; restarting it", loop.__name__)
+                self.errors.append(f"{loop.__name__}: {type(exc).__name__}: {exc}")
+                await asyncio.sleep(0.5)
+
+    # -- consume ------------------------------------------------------------------------------
+
+    async def _consume_loop(self) -> None:
+        poll_max = self.settings.router_poll_max
+        while self.running:
+            self._apply_backpressure()
+            records: list[Record] = await self.consumer.poll_async(poll_max, 0.1)
+            if records:
+                await self._route(records)
+
+    def _apply_backpressure(self) -> None:
+        full = len(self.runs) >= self.settings.router_max_in_flight
+        if full and not self.paused:
+            self.consumer.pause(self.consumer.assignment())
+            self.paused = True
+            self.counters["backpressure_pauses"] += 1
+        elif not full and self.paused:
+            self.consumer.resume(self.consumer.assignment())
+            self.paused = False
+
+    async def _route(self, records: list[Record]) -> None:
+        events: list[dict[str, Any]] = []
+        new_runs: list[_Run] = []
+        dead: list[OutgoingRecord] = []
+        per_record: list[tuple[Record, list[_Run]]] = []
+        for record in records:
+            try:
+                event = ev.from_record(record.value, record.headers)
+            except ev.InvalidEvent as exc:
+                dead.append(_dead_letter(record, str(exc)))
+                per_record.append((record, []))
+                continue
+            events.append(event)
+            runs = self._runs_for(event, record)
+            per_record.append((record, runs))
+            new_runs.extend(runs)
+        self.counters["events"] += len(events)
+        if dead:
+            self.counters["dead_lettered"] += len(dead)
+            await self.bus.produce_async(self.settings.deadletter_topic, dead)
+        finished = await self._already_finished([r.spec.run_id for r in new_runs])
+        live: list[_Run] = []
+        for record, runs in per_record:
+            tp = (record.topic, record.partition)
+            fresh = [
+                r for r in runs if r.spec.run_id not in finished and r.spec.run_id not in self.runs
+            ]
+            self.tracker.track(tp, record.offset, len(fresh))
+            live.extend(fresh)
+        self.counters["duplicates_skipped"] += len(new_runs) - len(live)
+        rows = [_pending_row(r) for r in live]
+        await asyncio.gather(
+            self.writer.write("events", events), self.writer.write("insert_runs", rows)
+        )
+        for run in live:
+            self.runs[run.spec.run_id] = run
+            self.queue.push(run.spec.run_id, run.spec.priority, run, run.spec.version_id)
+        if live:
+            self.wakeup.set()
+
+    async def _already_finished(self, run_ids: list[str]) -> set[str]:
+        if not run_ids:
+            return set()
+        return await asyncio.to_thread(self.store.finished_run_ids, run_ids)
+
+    def _runs_for(self, event: dict[str, Any], record: Record) -> list[_Run]:
+        if event.get(ev.SHADOW):
+            return []  # events from shadow runs are recorded, never routed onward
+        matches = self._target_matches(event) if event["type"] in ev.PLATFORM_TYPES else None
+        if matches is None:
+            matches = [(m, None) for m in self.table.match(event)]
+        runs = []
+        for match, priority in matches:
+            version = self.table.snapshot.versions[match.version_id]
+            runs.append(self._new_run(event, record, match.trigger.id, version, priority))
+            shadow = match.trigger.shadow_version
+            if shadow and shadow in self.table.snapshot.versions and shadow != match.version_id:
+                shadow_version = self.table.snapshot.versions[shadow]
+                run = self._new_run(
+                    event, record, f"{match.trigger.id}:shadow", shadow_version, priority
+                )
+                run.spec.shadow = True
+                runs.append(run)
+        return runs
+
+    def _target_matches(self, event: dict[str, Any]) -> list[tuple[Match, int | None]] | None:
+        """Manual runs and cron ticks name their service (and maybe version) directly."""
+        service_name = event.get(ev.TARGET)
+        if not service_name:
+            return None
+        snapshot = self.table.snapshot
+        service = snapshot.services.get(service_name)
+        if service is None or not service.active:
+            self.counters["target_skipped"] += 1
+            return []
+        version_id = event.get(ev.VERSION) or snapshot.latest.get(service_name)
+        if version_id not in snapshot.versions:
+            self.counters["target_skipped"] += 1
+            return []
+        trigger_id = MANUAL_TRIGGER if event["type"] == ev.MANUAL_RUN else SCHEDULE_TRIGGER
+        from fxray.store import TriggerRecord
+
+        pseudo = TriggerRecord(trigger_id, event["type"], service_name, {}, {}, None, True, 0, 0)
+        priority = event.get(ev.PRIORITY)
+        return [(Match(pseudo, version_id), int(priority) if priority else None)]
+
+    def _new_run(
+        self,
+        event: dict[str, Any],
+        record: Record,
+        trigger_id: str,
+        version: VersionRecord,
+        priority: int | None,
+    ) -> _Run:
+        manifest = version.manifest
+        service = self.table.snapshot.services[version.service]
+        retries = manifest.get("retries") or {}
+        spec = RunSpec(
+            run_id=run_id_for(event["id"], trigger_id),
+            service=version.service,
+            version_id=version.id,
+            package_hash=version.content_hash,
+            steps=version.steps,
+            event=event,
+            correlation_id=ev.correlation_id(event),
+            trigger_id=trigger_id,
+            priority=priority or service.priority,
+            timeout_s=float(manifest.get("timeout_s") or self.settings.default_timeout_s),
+        )
+        return _Run(
+            spec,
+            (record.topic, record.partition),
+            record.offset,
+            int(retries.get("max", 0)),
+            float(retries.get("backoff_s", 1.0)),
+        )
+
+    # -- dispatch -----------------------------------------------------------------------------
+
+    async def _dispatch_loop(self) -> None:
+        while self.running:
+            due = self.delayed.next_due()
+            timeout = 0.5 if due is None else max(0.0, min(0.5, due - time.time()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wakeup.wait(), timeout)
+            self.wakeup.clear()
+            for run in self.delayed.pop_due(time.time()):
+                if run.spec.run_id in self.runs:
+                    self.queue.push(run.spec.run_id, run.spec.priority, run, run.spec.version_id)
+            self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Send queued runs to free executors: best runs first, one batch per free actor."""
+        for version_id in self.queue.groups_by_priority():
+            pool = self._pool(version_id)
+            free = pool.free_capacity()
+            if free <= 0:
+                continue
+            per_batch = self._batch_size(version_id)
+            runs = self.queue.pop_group(version_id, free * per_batch)
+            for batch in self._batches(runs, free, per_batch):
+                for run in batch:
+                    run.dispatched = True
+                pool.reserved += 1
+                self.counters["batches"] += 1
+                asyncio.create_task(self._run_batch(pool, batch))
+
+    def _pool(self, version_id: str) -> VersionPool:
+        version = self.table.snapshot.versions[version_id]
+        service = self.table.snapshot.services.get(version.service)
+        limit = service.max_concurrency if service else None
+        return self.pools.pool(version, limit)
+
+    def _batch_size(self, version_id: str) -> int:
+        """Runs per executor call: enough to fill ~20 ms, from the version's mean run time."""
+        avg = self.avg_run_s.get(version_id)
+        if avg is None:
+            return 1
+        return max(1, min(self.settings.executor_batch_size, int(TARGET_BATCH_S / max(avg, 1e-6))))
+
+    @staticmethod
+    def _batches(runs: list[_Run], free: int, per_batch: int) -> list[list[_Run]]:
+        """Spread runs over up to ``free`` batches; a run being isolated goes alone."""
+        isolated = [[r] for r in runs if r.isolate]
+        rest = [r for r in runs if not r.isolate]
+        slots = max(1, free - len(isolated))
+        size = max(1, min(per_batch, math.ceil(len(rest) / slots))) if rest else 1
+        return isolated + [rest[i : i + size] for i in range(0, len(rest), size)]
+
+    async def _run_batch(self, pool: VersionPool, batch: list[_Run]) -> None:
+        started = time.time()
+        await self.writer.write(
+            "update_runs",
+            [
+                {
+                    "id": r.spec.run_id,
+                    "status": RunStatus.RUNNING.value,
+                    "started_at": started,
+                    "attempt": r.spec.attempt,
+                }
+                for r in batch
+            ],
+        )
+        specs = [r.spec for r in batch]
+        try:
+            outcome: BatchOutcome = await pool.run_batch(specs)
+        except ExecutorCrashed as exc:
+            if len(batch) == 1:
+                now = time.time()
+                await self._complete(
+                    batch[0],
+                    RunResult(batch[0].spec.run_id, RunStatus.FAILED, started, now, error=str(exc)),
+                )
+            else:  # find the culprit: run each again on its own
+                self.counters["crash_isolations"] += 1
+                for run in batch:
+                    self._requeue(run, isolate=True)
+            return
+        except EnvBuildError as exc:
+            now = time.time()
+            for run in batch:
+                await self._complete(
+                    run,
+                    RunResult(
+                        run.spec.run_id, RunStatus.FAILED, started, now, error=f"environment: {exc}"
+                    ),
+                )
+            return
+        except Exception as exc:
+            log.exception("executor call failed")
+            now = time.time()
+            for run in batch:
+                await self._complete(
+                    run,
+                    RunResult(
+                        run.spec.run_id,
+                        RunStatus.FAILED,
+                        started,
+                        now,
+                        error=f"executor error: {type(exc).__name__}: {exc}",
+                    ),
+                )
+            return
+        by_id = {r.spec.run_id: r for r in batch}
+        durations = [r.finished_at - r.started_at for r in outcome.results]
+        if durations:
+            mean = sum(durations) / len(durations)
+            prev = self.avg_run_s.get(pool.version.id)
+            self.avg_run_s[pool.version.id] = mean if prev is None else 0.7 * prev + 0.3 * mean
+        await self._complete_many([(by_id[r.run_id], r) for r in outcome.results])
+        for run_id in outcome.unstarted:
+            self._requeue(by_id[run_id])
+        self.wakeup.set()
+
+    def _requeue(self, run: _Run, isolate: bool = False) -> None:
+        run.dispatched = False
+        run.isolate = run.isolate or isolate
+        self.queue.push(run.spec.run_id, run.spec.priority, run, run.spec.version_id)
+        self.wakeup.set()
+
+    # -- completion ---------------------------------------------------------------------------
+
+    async def _complete(self, run: _Run, result: RunResult) -> None:
+        await self._complete_many([(run, result)])
+
+    async def _complete_many(self, done: list[tuple[_Run, RunResult]]) -> None:
+        finals: list[tuple[_Run, RunResult]] = []
+        updates: list[dict[str, Any]] = []
+        for run, result in done:
+            run.logs.extend(result.logs)
+            retry = (
+                result.status in (RunStatus.FAILED, RunStatus.TIMED_OUT)
+                and not run.cancel_requested
+                and run.spec.attempt <= run.max_retries
+            )
+            if retry:
+                delay = run.backoff_s * (2 ** (run.spec.attempt - 1))
+                run.logs.append(
+                    [
+                        time.time(),
+                        "WARNING",
+                        "",
+                        f"attempt {run.spec.attempt} {result.status.value}: {result.error}; retrying in {delay:g}s",
+                    ]
+                )
+                updates.append(
+                    {
+                        "id": run.spec.run_id,
+                        "status": RunStatus.PENDING.value,
+                        "error": result.error,
+                        "logs": run.logs,
+                    }
+                )
+                run.spec.attempt += 1
+                run.dispatched = False
+                run.isolate = False
+                self.delayed.push(time.time() + delay, run)
+                self.counters["retries"] += 1
+            else:
+                finals.append((run, result))
+                updates.append(_final_row(run, result))
+        emitted = [e for run, result in finals for e in result.emitted]
+        if emitted:
+            records = [OutgoingRecord(ev.to_json(e), key=_key(e)) for e in emitted]
+            await self.bus.produce_async(self.settings.events_topic, records)
+            self.counters["emitted"] += len(emitted)
+        await self.writer.write("update_runs", updates)
+        for run, result in finals:
+            self.runs.pop(run.spec.run_id, None)
+            if run.tp is not None:
+                self.tracker.done(run.tp, run.offset)
+            self.counters[f"runs_{result.status.value}"] += 1
+        if self.delayed:
+            self.wakeup.set()
+
+    # -- commit, refresh, reap, schedule ------------------------------------------------------
+
+    async def _commit_loop(self) -> None:
+        while self.running:
+            await asyncio.sleep(0.2)
+            await self._commit()
+
+    async def _commit(self) -> None:
+        offsets = self.tracker.committable()
+        if offsets and self.consumer is not None:
+            await self.consumer.commit_async(offsets)
+            self.tracker.mark_committed(offsets)
+
+    async def _refresh_loop(self) -> None:
+        while self.running:
+            await asyncio.sleep(self.settings.trigger_refresh_s)
+            await self.refresh()
+
+    async def refresh(self) -> int:
+        """Reload routing state if it changed; returns the revision in force."""
+        revision = await asyncio.to_thread(self.store.revision)
+        if revision != self.table.revision:
+            snapshot = await asyncio.to_thread(self.store.routing_snapshot)
+            self.table = TriggerTable(snapshot)
+        return self.table.revision
+
+    async def _reap_loop(self) -> None:
+        while self.running:
+            await asyncio.sleep(min(5.0, self.settings.executor_idle_s / 2))
+            self.counters["executors_reaped"] += self.pools.reap()
+
+    async def _schedule_loop(self) -> None:
+        from fxray.scheduler import Scheduler
+
+        scheduler = Scheduler()
+        while self.running:
+            ticks = scheduler.due(self.table.snapshot.services.values(), time.time())
+            if ticks:
+                await self.bus.produce_async(
+                    self.settings.events_topic, [OutgoingRecord(ev.to_json(t)) for t in ticks]
+                )
+                self.counters["schedule_ticks"] += len(ticks)
+            await asyncio.sleep(1.0)
+
+    # -- operator calls -----------------------------------------------------------------------
+
+    async def cancel(self, run_id: str) -> str:
+        """Cancel a queued, waiting or running run; returns what happened."""
+        run = self.runs.get(run_id)
+        if run is None:
+            return "not_active"
+        run.cancel_requested = True
+        queued = (
+            self.queue.remove(run_id)
+            or (self.delayed.remove(lambda r: r.spec.run_id == run_id) or [None])[0]
+        )
+        if queued is not None and not run.dispatched:
+            now = time.time()
+            await self._complete(
+                run,
+                RunResult(run_id, RunStatus.CANCELLED, now, now, error="cancelled while queued"),
+            )
+            return "cancelled"
+        pool = self.pools.pools.get(run.spec.version_id)
+        if pool is not None:
+            await pool.cancel(run_id)
+        return "cancelling"
+
+    async def set_priority(self, run_id: str, priority: int) -> bool:
+        """Re-prioritise a queued run (1 highest .. 10 lowest)."""
+        if not 1 <= priority <= 10:
+            raise ValueError("priority must be between 1 and 10")
+        run = self.runs.get(run_id)
+        if run is None or not self.queue.reprioritise(run_id, priority):
+            return False
+        run.spec.priority = priority
+        await self.writer.write("update_runs", [{"id": run_id, "priority": priority}])
+        self.wakeup.set()
+        return True
+
+    def queued(self) -> list[dict[str, Any]]:
+        return [
+            {"run_id": r.spec.run_id, "service": r.spec.service, "priority": r.spec.priority}
+            for r in self.queue
+        ]
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "router": self.router_id,
+            "revision": self.table.revision,
+            "active_runs": len(self.runs),
+            "queued": len(self.queue),
+            "waiting_retry": len(self.delayed),
+            "paused": self.paused,
+            "counters": dict(self.counters),
+            "executors": [
+                s.__dict__ if hasattr(s, "__dict__") else _slots(s) for s in self.pools.stats()
+            ],
+            "errors": list(self.errors[-10:]),
+        }
+
+    def ping(self) -> str:
+        return self.router_id
+
+
+def _slots(obj: Any) -> dict[str, Any]:
+    return {name: getattr(obj, name) for name in obj.__slots__}
+
+
+def _key(event: dict[str, Any]) -> bytes | None:
+    key = event.get("partitionkey")
+    return str(key).encode() if key else None
+
+
+def _dead_letter(record: Record, reason: str) -> OutgoingRecord:
+    headers = [
+        *record.headers,
+        ("fxray_dlq_reason", reason.encode()),
+        ("fxray_dlq_topic", record.topic.encode()),
+        ("fxray_dlq_partition", str(record.partition).encode()),
+        ("fxray_dlq_offset", str(record.offset).encode()),
+        ("fxray_dlq_time", str(time.time()).encode()),
+    ]
+    return OutgoingRecord(record.value, key=record.key, headers=headers)
+
+
+def _pending_row(run: _Run) -> dict[str, Any]:
+    spec = run.spec
+    return {
+        "id": spec.run_id,
+        "service": spec.service,
+        "version_id": spec.version_id,
+        "trigger_id": spec.trigger_id,
+        "event_id": spec.event["id"],
+        "event_type": spec.event["type"],
+        "correlation_id": spec.correlation_id,
+        "status": RunStatus.PENDING.value,
+        "priority": spec.priority,
+        "attempt": spec.attempt,
+        "shadow": spec.shadow,
+        "created_at": time.time(),
+        "steps": [],
+        "logs": [],
+    }
+
+
+def _final_row(run: _Run, result: RunResult) -> dict[str, Any]:
+    return {
+        "id": run.spec.run_id,
+        "status": result.status.value,
+        "attempt": run.spec.attempt,
+        "started_at": result.started_at,
+        "finished_at": result.finished_at,
+        "steps": [
+            {
+                "name": s.name,
+                "status": s.status.value,
+                "started_at": s.started_at,
+                "finished_at": s.finished_at,
+                "error": s.error,
+            }
+            for s in result.steps
+        ],
+        "error": result.error,
+        "logs": [list(line) for line in run.logs],
+        "result": result.result,
+    }

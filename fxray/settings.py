@@ -1,0 +1,107 @@
+"""Platform settings: one typed object, read from ``FXRAY_*`` environment variables or a TOML file.
+
+Precedence (highest first): keyword arguments, environment variables, the TOML file named by
+``FXRAY_CONFIG`` (or ``./fxray.toml`` if present), the defaults below. The defaults are the
+embedded ones: local Ray, SQLite, local folders, the embedded event bus.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+def _toml_file() -> Path | None:
+    explicit = os.environ.get("FXRAY_CONFIG")
+    if explicit:
+        return Path(explicit)
+    local = Path("fxray.toml")
+    return local if local.exists() else None
+
+
+class Settings(BaseSettings):
+    """Everything an operator can configure. Nested keys in env vars use ``__``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FXRAY_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    instance: str = Field(
+        default="default",
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="Names this installation's actors.",
+    )
+    home: Path = Field(default=Path(".fxray"), description="Folder for embedded state.")
+    database_url: str = Field(default="", description="SQLAlchemy URL; default SQLite in home.")
+    event_bus: Literal["embedded"] = "embedded"
+    package_store: Literal["local"] = "local"
+    kv_store: Literal["local"] = "local"
+
+    events_topic: str = "fxray.events"
+    deadletter_topic: str = "fxray.deadletter"
+    bus_partitions: int = Field(default=4, ge=1)
+
+    ray_address: str | None = Field(default=None, description="None starts a local Ray.")
+    ray_num_cpus: int | None = None
+    ray_include_dashboard: bool = False
+    ray_namespace: str = "fxray"
+
+    executor_cpus: float = Field(default=0.1, ge=0, description="CPUs reserved per executor actor.")
+    executors_min_per_version: int = Field(default=0, ge=0)
+    executors_max_per_version: int = Field(default=2, ge=1)
+    executors_max_total: int = Field(default=16, ge=1, description="Executor actors in all.")
+    env_backend: Literal["fxray", "ray-pip"] = "fxray"
+    executor_idle_s: float = Field(default=60.0, gt=0, description="Reap idle executors after.")
+    executor_batch_size: int = Field(default=64, ge=1, description="Runs per executor call.")
+    router_poll_max: int = Field(default=500, ge=1, description="Records per bus poll.")
+    router_max_in_flight: int = Field(default=2000, ge=1, description="Runs queued or running.")
+    trigger_refresh_s: float = Field(default=0.5, gt=0)
+    default_timeout_s: float = Field(default=300.0, gt=0)
+    pip_index_url: str | None = None
+
+    @model_validator(mode="after")
+    def _fill_paths(self) -> Settings:
+        self.home = self.home.expanduser().resolve()
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.home / 'fxray.db'}"
+        return self
+
+    @property
+    def packages_dir(self) -> Path:
+        return self.home / "packages"
+
+    @property
+    def envs_dir(self) -> Path:
+        return self.home / "envs"
+
+    @property
+    def kv_path(self) -> Path:
+        return self.home / "kv.db"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_path = _toml_file()
+        if toml_path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        return tuple(sources)
+
+    def public_dict(self) -> dict[str, Any]:
+        """Settings as plain JSON-able data (for passing to actors)."""
+        return self.model_dump(mode="json")

@@ -1,0 +1,487 @@
+"""The state store: every read and write of management state goes through :class:`StateStore`."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine, bindparam, create_engine, delete, event, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, sessionmaker
+
+from fxray.store.models import (
+    Base,
+    EventRow,
+    MetaRow,
+    RunRow,
+    ServiceRow,
+    TriggerRow,
+    VersionRow,
+)
+
+_REVISION_KEY = "routing_revision"
+
+
+class NotFound(LookupError):
+    """The named service, version, trigger or run does not exist."""
+
+
+class Conflict(ValueError):
+    """The write clashes with existing state."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceRecord:
+    name: str
+    description: str
+    tags: list[str]
+    active: bool
+    allow_manual_triggering: bool
+    priority: int
+    schedule: str | None
+    max_concurrency: int | None
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRecord:
+    id: str
+    service: str
+    content_hash: str
+    label: str | None
+    manifest: dict[str, Any]
+    requirements: list[str]
+    requirements_hash: str
+    deployed_by: str | None
+    created_at: float
+
+    @property
+    def steps(self) -> list[str]:
+        entry = self.manifest.get("entrypoint")
+        return [entry] if entry else list(self.manifest.get("execution_order") or [])
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerRecord:
+    id: str
+    pattern: str
+    service: str
+    filters: dict[str, str]
+    weights: dict[str, int]
+    shadow_version: str | None
+    active: bool
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    id: str
+    service: str
+    version_id: str
+    trigger_id: str | None
+    event_id: str
+    event_type: str
+    correlation_id: str
+    status: str
+    priority: int
+    attempt: int
+    shadow: bool
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    steps: list[dict[str, Any]]
+    error: str | None
+    logs: list[list[Any]]
+    result: Any
+
+    @property
+    def duration_ms(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at) * 1000.0
+
+
+@dataclass(slots=True)
+class RoutingSnapshot:
+    """What a router needs to route: read in one transaction, tagged with its revision."""
+
+    revision: int
+    services: dict[str, ServiceRecord] = field(default_factory=dict)
+    versions: dict[str, VersionRecord] = field(default_factory=dict)
+    latest: dict[str, str] = field(default_factory=dict)
+    triggers: list[TriggerRecord] = field(default_factory=list)
+
+
+def _record(cls: type, row: Any) -> Any:
+    return cls(**{name: getattr(row, name) for name in cls.__slots__})
+
+
+class StateStore:
+    """Management state behind one SQLAlchemy engine; picklable (re-connects lazily)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._engine: Engine | None = None
+        self._sessions: sessionmaker[Session] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"url": self.url}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["url"])  # type: ignore[misc]
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = _make_engine(self.url)
+            Base.metadata.create_all(self._engine)
+            self._sessions = sessionmaker(self._engine, expire_on_commit=False)
+        return self._engine
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        self.engine  # noqa: B018 - connects on first use
+        assert self._sessions is not None
+        with self._sessions.begin() as session:
+            yield session
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    # -- revision -----------------------------------------------------------------------------
+
+    def revision(self) -> int:
+        with self.session() as s:
+            row = s.get(MetaRow, _REVISION_KEY)
+            return row.value if row else 0
+
+    def _bump(self, s: Session) -> None:
+        row = s.get(MetaRow, _REVISION_KEY, with_for_update=True)
+        if row is None:
+            s.add(MetaRow(key=_REVISION_KEY, value=1))
+        else:
+            row.value += 1
+
+    # -- services and versions ----------------------------------------------------------------
+
+    def upsert_service(self, name: str, **fields: Any) -> ServiceRecord:
+        now = time.time()
+        with self.session() as s:
+            row = s.get(ServiceRow, name)
+            if row is None:
+                row = ServiceRow(name=name, created_at=now, updated_at=now, **fields)
+                s.add(row)
+            else:
+                for key, value in fields.items():
+                    setattr(row, key, value)
+                row.updated_at = now
+            self._bump(s)
+            s.flush()
+            return _record(ServiceRecord, row)
+
+    def get_service(self, name: str) -> ServiceRecord:
+        with self.session() as s:
+            row = s.get(ServiceRow, name)
+            if row is None:
+                raise NotFound(f"no service named {name!r}")
+            return _record(ServiceRecord, row)
+
+    def list_services(self) -> list[ServiceRecord]:
+        with self.session() as s:
+            rows = s.scalars(select(ServiceRow).order_by(ServiceRow.name))
+            return [_record(ServiceRecord, r) for r in rows]
+
+    def set_service_active(self, name: str, active: bool) -> ServiceRecord:
+        self.get_service(name)
+        return self.upsert_service(name, active=active)
+
+    def add_version(
+        self,
+        service: str,
+        content_hash: str,
+        manifest: dict[str, Any],
+        *,
+        label: str | None = None,
+        requirements: list[str] | None = None,
+        requirements_hash: str = "",
+        deployed_by: str | None = None,
+    ) -> tuple[VersionRecord, bool]:
+        """Record an immutable version; deploying the same content again returns it unchanged."""
+        with self.session() as s:
+            existing = s.scalar(
+                select(VersionRow).where(
+                    VersionRow.service == service, VersionRow.content_hash == content_hash
+                )
+            )
+            if existing is not None:
+                return _record(VersionRecord, existing), False
+            if label and s.scalar(
+                select(VersionRow.id).where(
+                    VersionRow.service == service, VersionRow.label == label
+                )
+            ):
+                raise Conflict(f"service {service!r} already has a version labelled {label!r}")
+            row = VersionRow(
+                id=f"{service}@{content_hash[:12]}",
+                service=service,
+                content_hash=content_hash,
+                label=label,
+                manifest=manifest,
+                requirements=requirements or [],
+                requirements_hash=requirements_hash,
+                deployed_by=deployed_by,
+                created_at=time.time(),
+            )
+            s.add(row)
+            self._bump(s)
+            s.flush()
+            return _record(VersionRecord, row), True
+
+    def get_version(self, version_id: str) -> VersionRecord:
+        with self.session() as s:
+            row = s.get(VersionRow, version_id)
+            if row is None:
+                raise NotFound(f"no version {version_id!r}")
+            return _record(VersionRecord, row)
+
+    def resolve_version(self, service: str, ref: str) -> VersionRecord:
+        """A version by id, label, or content-hash prefix."""
+        for version in self.list_versions(service):
+            if ref in (version.id, version.label) or version.content_hash.startswith(ref):
+                return version
+        raise NotFound(f"service {service!r} has no version {ref!r}")
+
+    def list_versions(self, service: str) -> list[VersionRecord]:
+        with self.session() as s:
+            rows = s.scalars(
+                select(VersionRow)
+                .where(VersionRow.service == service)
+                .order_by(VersionRow.created_at, VersionRow.id)
+            )
+            return [_record(VersionRecord, r) for r in rows]
+
+    # -- triggers -----------------------------------------------------------------------------
+
+    def add_trigger(
+        self,
+        pattern: str,
+        service: str,
+        *,
+        filters: dict[str, str] | None = None,
+        weights: dict[str, int] | None = None,
+        shadow_version: str | None = None,
+    ) -> TriggerRecord:
+        now = time.time()
+        with self.session() as s:
+            if s.get(ServiceRow, service) is None:
+                raise NotFound(f"no service named {service!r}")
+            row = TriggerRow(
+                id=uuid.uuid4().hex[:12],
+                pattern=pattern,
+                service=service,
+                filters=filters or {},
+                weights=weights or {},
+                shadow_version=shadow_version,
+                active=True,
+                created_at=now,
+                updated_at=now,
+            )
+            s.add(row)
+            self._bump(s)
+            s.flush()
+            return _record(TriggerRecord, row)
+
+    def update_trigger(self, trigger_id: str, **changes: Any) -> TriggerRecord:
+        allowed = {"pattern", "filters", "weights", "shadow_version", "active"}
+        unknown = set(changes) - allowed
+        if unknown:
+            raise ValueError(f"cannot change {sorted(unknown)} of a trigger")
+        with self.session() as s:
+            row = s.get(TriggerRow, trigger_id)
+            if row is None:
+                raise NotFound(f"no trigger {trigger_id!r}")
+            for key, value in changes.items():
+                setattr(row, key, value)
+            row.updated_at = time.time()
+            self._bump(s)
+            s.flush()
+            return _record(TriggerRecord, row)
+
+    def remove_trigger(self, trigger_id: str) -> None:
+        with self.session() as s:
+            result = s.execute(delete(TriggerRow).where(TriggerRow.id == trigger_id))
+            if result.rowcount == 0:
+                raise NotFound(f"no trigger {trigger_id!r}")
+            self._bump(s)
+
+    def list_triggers(self, service: str | None = None) -> list[TriggerRecord]:
+        with self.session() as s:
+            query = select(TriggerRow).order_by(TriggerRow.created_at, TriggerRow.id)
+            if service is not None:
+                query = query.where(TriggerRow.service == service)
+            return [_record(TriggerRecord, r) for r in s.scalars(query)]
+
+    def routing_snapshot(self) -> RoutingSnapshot:
+        with self.session() as s:
+            meta = s.get(MetaRow, _REVISION_KEY)
+            snap = RoutingSnapshot(revision=meta.value if meta else 0)
+            for row in s.scalars(select(ServiceRow)):
+                snap.services[row.name] = _record(ServiceRecord, row)
+            for row in s.scalars(select(VersionRow).order_by(VersionRow.created_at, VersionRow.id)):
+                snap.versions[row.id] = _record(VersionRecord, row)
+                snap.latest[row.service] = row.id
+            for row in s.scalars(select(TriggerRow).order_by(TriggerRow.created_at)):
+                snap.triggers.append(_record(TriggerRecord, row))
+            return snap
+
+    # -- runs ---------------------------------------------------------------------------------
+
+    def insert_runs(self, runs: Iterable[dict[str, Any]]) -> None:
+        """Insert run rows; a row whose id exists already is left as it is (idempotent)."""
+        rows = list(runs)
+        if rows:
+            with self.session() as s:
+                s.execute(self._insert_ignore(RunRow), rows)
+
+    def update_runs(self, changes: Iterable[dict[str, Any]]) -> None:
+        """Apply per-run changes, in order; each dict has ``id`` plus the fields to set.
+
+        Consecutive changes to the same fields go in one executemany.
+        """
+        table = RunRow.__table__
+        groups: list[tuple[tuple[str, ...], list[dict[str, Any]]]] = []
+        for change in changes:
+            fields = tuple(sorted(k for k in change if k != "id"))
+            row = {f"_{k}": v for k, v in change.items()}
+            if groups and groups[-1][0] == fields:
+                groups[-1][1].append(row)
+            else:
+                groups.append((fields, [row]))
+        if not groups:
+            return
+        with self.session() as s:
+            for fields, rows in groups:
+                values = {k: bindparam(f"_{k}", type_=table.c[k].type) for k in fields}
+                statement = update(table).where(table.c.id == bindparam("_id")).values(values)
+                s.connection().execute(statement, rows)
+
+    def get_run(self, run_id: str) -> RunRecord:
+        with self.session() as s:
+            row = s.get(RunRow, run_id)
+            if row is None:
+                raise NotFound(f"no run {run_id!r}")
+            return _record(RunRecord, row)
+
+    def list_runs(
+        self,
+        *,
+        service: str | None = None,
+        status: str | None = None,
+        correlation_id: str | None = None,
+        event_id: str | None = None,
+        limit: int | None = 100,
+    ) -> list[RunRecord]:
+        query = select(RunRow).order_by(RunRow.created_at, RunRow.id)
+        if service is not None:
+            query = query.where(RunRow.service == service)
+        if status is not None:
+            query = query.where(RunRow.status == status)
+        if correlation_id is not None:
+            query = query.where(RunRow.correlation_id == correlation_id)
+        if event_id is not None:
+            query = query.where(RunRow.event_id == event_id)
+        if limit is not None:
+            query = query.limit(limit)
+        with self.session() as s:
+            return [_record(RunRecord, r) for r in s.scalars(query)]
+
+    def finished_run_ids(self, run_ids: list[str]) -> set[str]:
+        """Those of ``run_ids`` that already reached a final state."""
+        final = ("succeeded", "failed", "timed_out", "cancelled")
+        found: set[str] = set()
+        with self.session() as s:
+            for start in range(0, len(run_ids), 500):
+                chunk = run_ids[start : start + 500]
+                query = select(RunRow.id).where(RunRow.id.in_(chunk), RunRow.status.in_(final))
+                found.update(s.scalars(query))
+        return found
+
+    def count_runs(self, status: str | None = None) -> int:
+        from sqlalchemy import func
+
+        query = select(func.count()).select_from(RunRow)
+        if status is not None:
+            query = query.where(RunRow.status == status)
+        with self.session() as s:
+            return int(s.scalar(query) or 0)
+
+    # -- events -------------------------------------------------------------------------------
+
+    def record_events(self, events: Iterable[dict[str, Any]]) -> None:
+        """Keep the events the platform routed, for causation chains; duplicates are ignored."""
+        now = time.time()
+        rows = [
+            {
+                "id": e["id"],
+                "type": e["type"],
+                "source": e["source"],
+                "time": e.get("time"),
+                "parent_id": e.get("fxparentid"),
+                "run_id": e.get("fxrunid"),
+                "correlation_id": e.get("fxcorrelationid") or e["id"],
+                "body": e,
+                "received_at": now,
+            }
+            for e in events
+        ]
+        if rows:
+            with self.session() as s:
+                s.execute(self._insert_ignore(EventRow), rows)
+
+    def get_event(self, event_id: str) -> dict[str, Any]:
+        with self.session() as s:
+            row = s.get(EventRow, event_id)
+            if row is None:
+                raise NotFound(f"no event {event_id!r}")
+            return dict(row.body)
+
+    def list_events(self, *, correlation_id: str) -> list[dict[str, Any]]:
+        with self.session() as s:
+            rows = s.scalars(
+                select(EventRow)
+                .where(EventRow.correlation_id == correlation_id)
+                .order_by(EventRow.received_at)
+            )
+            return [dict(r.body) for r in rows]
+
+    def _insert_ignore(self, model: type[Base]) -> Any:
+        dialect = self.engine.dialect.name
+        if dialect == "postgresql":
+            return postgresql.insert(model).on_conflict_do_nothing()
+        if dialect == "sqlite":
+            return sqlite.insert(model).on_conflict_do_nothing()
+        raise NotImplementedError(f"database dialect {dialect!r} is not supported")
+
+
+def _make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
