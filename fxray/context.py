@@ -116,7 +116,8 @@ class StateView:
     def get(self, key: str | None = None, default: Any = None) -> Any:
         """The value under ``key``; with no key, all of the service's state as a dict."""
         if key is None:
-            return {k: self._backend.get(k) for k in self._backend.keys()}
+            names = self._backend.keys()
+            return {k: self._backend.get(k) for k in names}
         return self._backend.get(key, default)
 
     def put(self, key: str, value: Any) -> None:

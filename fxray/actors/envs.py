@@ -1,6 +1,6 @@
 """Per-version dependency environments, cached by the content hash of the requirements.
 
-Ray's own ``pip`` runtime_env clones the whole base virtualenv (~375 MB, 7–14 s here) and
+Ray's own ``pip`` runtime_env clones the whole base virtualenv (~375 MB, 7-14 s here) and
 keeps it only for one Ray session. fxray instead installs *only the service's requirements*
 with ``pip install --target`` into ``<home>/envs/<requirements hash>/``, once per node and
 for good, and puts that folder first on the executor's ``PYTHONPATH`` through its

@@ -111,6 +111,7 @@ class Router:
         self.counters: Counter[str] = Counter()
         self.wakeup = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
+        self.batch_tasks: set[asyncio.Task[None]] = set()
         self.consumer: Any = None
         self.paused = False
         self.running = False
@@ -148,6 +149,11 @@ class Router:
         self.pools.shutdown()
         self.writer.close()
         return dict(self.counters)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self.batch_tasks.add(task)
+        task.add_done_callback(self.batch_tasks.discard)
 
     async def _guard(self, loop: Any) -> None:
         while self.running:
@@ -326,7 +332,7 @@ class Router:
                     run.dispatched = True
                 pool.reserved += 1
                 self.counters["batches"] += 1
-                asyncio.create_task(self._run_batch(pool, batch))
+                self._spawn(self._run_batch(pool, batch))
 
     def _pool(self, version_id: str) -> VersionPool:
         version = self.table.snapshot.versions[version_id]
@@ -438,14 +444,8 @@ class Router:
             )
             if retry:
                 delay = run.backoff_s * (2 ** (run.spec.attempt - 1))
-                run.logs.append(
-                    [
-                        time.time(),
-                        "WARNING",
-                        "",
-                        f"attempt {run.spec.attempt} {result.status.value}: {result.error}; retrying in {delay:g}s",
-                    ]
-                )
+                note = f"attempt {run.spec.attempt} {result.status.value}: {result.error}"
+                run.logs.append([time.time(), "WARNING", "", f"{note}; retrying in {delay:g}s"])
                 updates.append(
                     {
                         "id": run.spec.run_id,
