@@ -1,0 +1,268 @@
+"""The ``fxray`` command line: validate packages, run services locally, run the demo.
+
+::
+
+    fxray validate examples/order-intake
+    fxray run-local examples/order-intake --event examples/order-intake/sample-event.json
+    fxray demo
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform as py_platform
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+app = typer.Typer(
+    name="fxray",
+    help="Event-driven Python microservices on Ray.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+LEVEL_STYLES = {
+    "DEBUG": "dim",
+    "INFO": "cyan",
+    "WARNING": "yellow",
+    "ERROR": "bold red",
+    "CRITICAL": "bold red",
+    "STDOUT": "default",
+    "STDERR": "magenta",
+}
+STATUS_STYLES = {
+    "succeeded": "green",
+    "failed": "bold red",
+    "timed_out": "bold red",
+    "cancelled": "yellow",
+}
+
+
+class UsageProblem(Exception):
+    """Bad input on the command line (a file that cannot be read, invalid JSON...)."""
+
+
+@contextmanager
+def _cli_errors() -> Iterator[None]:
+    """Turn errors into one clear message and an exit code; no tracebacks (``FXRAY_DEBUG=1``
+    shows them)."""
+    from fxray.events import InvalidEvent
+    from fxray.local import LocalRunError
+    from fxray.services import PackageError, ParameterError
+
+    try:
+        yield
+    except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+        raise
+    except PackageError as exc:
+        _fail(str(exc), EXIT_FAILED)
+    except ParameterError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    except (UsageProblem, InvalidEvent) as exc:
+        _fail(str(exc), EXIT_USAGE)
+    except LocalRunError as exc:
+        _fail(str(exc), EXIT_FAILED)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except Exception as exc:
+        if os.environ.get("FXRAY_DEBUG"):
+            raise
+        _fail(f"{type(exc).__name__}: {exc}", EXIT_FAILED)
+
+
+def _fail(message: str, code: int) -> None:
+    err.print(f"[bold red]error:[/] {escape(message)}")
+    raise typer.Exit(code)
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise UsageProblem(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise UsageProblem(f"{what} {path} is not UTF-8 text") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageProblem(
+            f"{what} {path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+        ) from None
+
+
+def _read_object(path: Path | None, what: str) -> dict[str, Any] | None:
+    if path is None:
+        return None
+    value = _read_json(path, what)
+    if not isinstance(value, dict):
+        raise UsageProblem(f"{what} {path} must hold a JSON object")
+    return value
+
+
+# -- validate ---------------------------------------------------------------------------------
+
+
+@app.command()
+def validate(
+    package: Annotated[str, typer.Argument(help="A service package folder or .zip file.")],
+) -> None:
+    """Check a service package and summarise it; list every problem if it is invalid."""
+    from fxray.services import load_package
+
+    with _cli_errors():
+        pkg = load_package(package)
+        manifest = pkg.manifest
+        rows = [
+            ("version", f"{pkg.short_hash}  (content hash)"),
+            ("steps", " -> ".join(pkg.steps)),
+            ("triggers", ", ".join(manifest.trigger_events) or "none (link them later)"),
+            ("schedule", manifest.schedule or "none"),
+            ("requirements", ", ".join(pkg.requirements) or "none"),
+            ("parameters", ", ".join(p.name for p in pkg.parameters) or "none"),
+            ("priority", str(manifest.priority)),
+            ("timeout", f"{manifest.timeout_s:g}s" if manifest.timeout_s else "platform default"),
+        ]
+        if pkg.secrets:
+            rows.append(("secrets", ", ".join(sorted(pkg.secrets)) + "  (values not shown)"))
+        out.print(f"[green]valid[/] service package [bold]{escape(pkg.name)}[/]")
+        width = max(len(k) for k, _ in rows)
+        for key, value in rows:
+            out.print(f"  {key:<{width}}  {escape(value)}")
+
+
+# -- run-local --------------------------------------------------------------------------------
+
+
+@app.command("run-local")
+def run_local_command(
+    package: Annotated[str, typer.Argument(help="A service package folder (or .zip).")],
+    event: Annotated[
+        Path | None,
+        typer.Option(
+            "--event",
+            "-e",
+            help="JSON file: a CloudEvent (has 'specversion') or plain data for a manual run.",
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="JSON file replacing the package's config.json.")
+    ] = None,
+    secrets: Annotated[
+        Path | None, typer.Option(help="JSON file replacing the package's secrets.json.")
+    ] = None,
+    state: Annotated[
+        Path | None,
+        typer.Option(help="JSON file keeping state between runs [default: .fxray-local-state.json]."),
+    ] = None,
+    install: Annotated[
+        bool,
+        typer.Option(help="Install requirements.txt into a cached folder (else use this env)."),
+    ] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run result as JSON.")] = False,
+) -> None:
+    """Run a service's scripts in this process, without Ray, and show what happened."""
+    from fxray.kv import ServiceState
+    from fxray.local import DEFAULT_STATE_FILE, JsonFileKV, run_local
+    from fxray.services import load_package
+
+    with _cli_errors():
+        payload: Any = {} if event is None else _read_json(event, "event file")
+        state_path = state or Path(DEFAULT_STATE_FILE)
+        result = run_local(
+            package,
+            payload,
+            config=_read_object(config, "config file"),
+            secrets=_read_object(secrets, "secrets file"),
+            state_path=state_path,
+            install=install,
+            progress=lambda note: err.print(f"[dim]{escape(note)}[/]"),
+        )
+        if as_json:
+            sys.stdout.write(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
+        else:
+            name = load_package(package).name
+            saved = ServiceState(JsonFileKV(state_path), name)
+            _print_run(name, result, {k: saved.get(k) for k in saved.keys()}, state_path)
+    if result.status != "succeeded":
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _print_run(name: str, result: Any, state: dict[str, Any], state_path: Path) -> None:
+    for _when, level, step, message in result.logs:
+        style = LEVEL_STYLES.get(level, "default")
+        lines = str(message).splitlines() or [""]
+        prefix = f"[dim]\\[{escape(step or name)}][/] [{style}]{level}[/]"
+        out.print(f"{prefix} {escape(lines[0])}")
+        for line in lines[1:]:
+            out.print(f"    {escape(line)}")
+    for step in result.steps:
+        status = str(step.status)
+        style = STATUS_STYLES.get(status, "default")
+        note = f"  {escape(step.error)}" if step.error else ""
+        out.print(
+            f"step [bold]{escape(step.name)}[/] [{style}]{status}[/] {step.duration_ms:.1f} ms{note}"
+        )
+    for emitted in result.emitted:
+        data = json.dumps(emitted.get("data"), ensure_ascii=False, default=str)
+        out.print(f"emitted [bold]{escape(emitted['type'])}[/] {escape(data)}")
+    if state:
+        shown = ", ".join(f"{k}={json.dumps(v, default=str)}" for k, v in sorted(state.items()))
+        out.print(f"state {escape(shown)}  [dim]({escape(str(state_path))})[/]")
+    status = str(result.status)
+    style = STATUS_STYLES.get(status, "default")
+    total_ms = (result.finished_at - result.started_at) * 1000.0
+    line = f"[{style}]{status}[/] {escape(name)} in {total_ms:.1f} ms"
+    if result.error:
+        line += f": {escape(result.error)}"
+    out.print(line)
+
+
+# -- demo, version ----------------------------------------------------------------------------
+
+
+@app.command()
+def demo(
+    home: Annotated[
+        Path | None, typer.Option(help="Platform home folder [default: a temporary folder].")
+    ] = None,
+    keep: Annotated[bool, typer.Option(help="Keep the home folder afterwards.")] = False,
+) -> None:
+    """Deploy the example shop flow on a local platform, send orders, show what happened."""
+    with _cli_errors():
+        from fxray.demo import main
+
+        code = main(home=str(home) if home else None, keep=keep)
+    raise typer.Exit(code)
+
+
+@app.command()
+def version() -> None:
+    """Print the versions of fxray, Ray and Python."""
+    from fxray import __version__
+
+    try:
+        ray_version = metadata.version("ray")
+    except metadata.PackageNotFoundError:
+        ray_version = "not installed"
+    out.print(f"fxray {__version__} (ray {ray_version}, python {py_platform.python_version()})")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,101 @@
+"""Integration fixtures: one real Ray instance per test session, a fresh platform per test."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+
+from fxray import Platform, Settings
+
+for _name, _value in {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_DEDUP_LOGS": "0",
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+}.items():
+    os.environ.setdefault(_name, _value)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """Ray on this machine, started once (no dashboard), shut down at the end."""
+    started = False
+    own_tmp: str | None = None
+    if not ray.is_initialized():
+        if "RAY_TMPDIR" not in os.environ:
+            own_tmp = os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="fxr", dir="/tmp")
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            object_store_memory=300 * 1024 * 1024,
+            namespace="fxray-tests",
+            log_to_driver=False,
+        )
+        started = True
+    yield
+    if started:
+        ray.shutdown()
+    if own_tmp:
+        shutil.rmtree(own_tmp, ignore_errors=True)
+
+
+def write_service(root: Path, name: str, scripts: dict[str, str], **manifest: Any) -> Path:
+    """Write a service folder: ``scripts`` maps file names to code; ``manifest`` adds fields.
+
+    Extra files (requirements.txt, secrets.json, ...) go in ``scripts`` too.
+    """
+    folder = root / f"{name}-{uuid.uuid4().hex[:6]}"
+    folder.mkdir(parents=True)
+    steps = [f for f in scripts if f.endswith(".py")]
+    body = {"name": name, "execution_order": steps, **manifest}
+    (folder / "manifest.json").write_text(json.dumps(body))
+    for file_name, text in scripts.items():
+        (folder / file_name).write_text(text)
+    return folder
+
+
+@pytest.fixture
+def make_platform(ray_session: None, tmp_path: Path) -> Iterator[Callable[..., Platform]]:
+    """Start platforms on embedded defaults, each with its own home and actor names."""
+    started: list[Platform] = []
+
+    def make(**overrides: Any) -> Platform:
+        settings = Settings(
+            home=tmp_path / f"home-{len(started)}",
+            instance=f"t{uuid.uuid4().hex[:8]}",
+            **overrides,
+        )
+        platform = Platform(settings).start()
+        started.append(platform)
+        return platform
+
+    yield make
+    for platform in started:
+        platform.stop()
+
+
+@pytest.fixture
+def platform(make_platform: Callable[..., Platform]) -> Platform:
+    return make_platform()
+
+
+@pytest.fixture
+def service_dir(tmp_path: Path) -> Callable[..., Path]:
+    def make(name: str, scripts: dict[str, str], **manifest: Any) -> Path:
+        return write_service(tmp_path / "services", name, scripts, **manifest)
+
+    return make
