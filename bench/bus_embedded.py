@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -36,7 +37,9 @@ def main() -> None:
         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     }.items():
         os.environ.setdefault(var, value)
-    os.environ.setdefault("RAY_TMPDIR", tempfile.mkdtemp(prefix="fxr", dir="/tmp"))
+    own_tmp = None
+    if "RAY_TMPDIR" not in os.environ:
+        own_tmp = os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="fxr", dir="/tmp")
     ray.init(
         num_cpus=2,
         include_dashboard=False,
@@ -88,6 +91,8 @@ def main() -> None:
         bus.shutdown()
     finally:
         ray.shutdown()
+        if own_tmp:
+            shutil.rmtree(own_tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

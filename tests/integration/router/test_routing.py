@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import Counter
@@ -169,7 +170,12 @@ def test_deactivated_service_is_not_triggered_until_activated(
 def test_manual_run_validates_parameters_and_targets_a_version(
     platform: Platform, service_dir: Callable[..., Path]
 ) -> None:
-    params = '[{"name": "n", "type": "int", "required": true}, {"name": "mode", "type": "select", "choices": ["a", "b"], "default": "a"}]'
+    params = json.dumps(
+        [
+            {"name": "n", "type": "int", "required": True},
+            {"name": "mode", "type": "select", "choices": ["a", "b"], "default": "a"},
+        ]
+    )
     code = "from fxray import context\ncontext.result = dict(context.params)\n"
     first = platform.deploy(
         service_dir("manual", {"m.py": code, "parameters.json": params}), label="one"
