@@ -80,7 +80,7 @@ class Platform:
         self.bus: EventBus | None = None
         self.router: Any = None
         self._started_ray = False
-        self._parameters: dict[str, Any] = {}
+        self._parameters: dict[str, list[Any] | None] = {}
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -188,7 +188,7 @@ class Platform:
             requirements_hash=package.requirements_hash,
             deployed_by=deployed_by,
         )
-        self._parameters[version.id] = package.parameters
+        self._parameters[version.id] = _declared_parameters(package)
         triggers = []
         if first_deploy:
             triggers = [store.add_trigger(t, package.name) for t in manifest.trigger_events]
@@ -314,7 +314,10 @@ class Platform:
         if not record.allow_manual_triggering:
             raise PlatformError(f"service {service!r} does not allow manual runs")
         target = store.resolve_version(service, version) if version else self._latest(service)
-        values = validate_params(self._parameters_of(target), dict(params or {}))
+        declared = self._parameters_of(target)
+        values = dict(params or {})
+        if declared is not None:  # a service without parameters.json takes any parameters
+            values = validate_params(declared, values)
         attributes: dict[str, Any] = {ev.TARGET: service, ev.VERSION: target.id}
         if priority is not None:
             if not 1 <= priority <= 10:
@@ -392,10 +395,9 @@ class Platform:
             raise PlatformError(f"service {service!r} has no version")
         return versions[-1]
 
-    def _parameters_of(self, version: VersionRecord) -> list[Any]:
+    def _parameters_of(self, version: VersionRecord) -> list[Any] | None:
         if version.id not in self._parameters:
-            package = self._package(version)
-            self._parameters[version.id] = package.parameters
+            self._parameters[version.id] = _declared_parameters(self._package(version))
         return self._parameters[version.id]
 
     def _package(self, version: VersionRecord) -> ServicePackage:
@@ -416,6 +418,10 @@ class Platform:
         if self.router is None:
             raise PlatformError("the platform is not started: call start() first")
         return self.router
+
+
+def _declared_parameters(package: ServicePackage) -> list[Any] | None:
+    return package.parameters if "parameters.json" in package.files else None
 
 
 def _is_final(run: RunRecord) -> bool:

@@ -74,9 +74,13 @@ class ExecutorActor:
             "sys_path_head": sys.path[:3],
         }
 
-    def execute_batch(self, specs: list[RunSpec]) -> BatchOutcome:
-        """Run ``specs`` in order; stop early (handing the rest back) if a script gets stuck."""
+    def execute_batch(
+        self, specs: list[RunSpec], cancelled: list[str] | None = None
+    ) -> BatchOutcome:
+        """Run ``specs`` in order, skipping ``cancelled``; hand the rest back if a script hangs."""
         outcome = BatchOutcome()
+        with self._lock:
+            self._cancelled.update(cancelled or ())
         config, secrets = self._load_config()
         for index, spec in enumerate(specs):
             with self._lock:
@@ -97,15 +101,15 @@ class ExecutorActor:
                 break
         return outcome
 
-    def cancel(self, run_id: str) -> bool:
-        """Cancel a run of this actor's current batch, queued or running."""
+    def cancel(self, run_id: str) -> str:
+        """Cancel a run of this actor's current batch: ``interrupted`` if it was running."""
         with self._lock:
             current = self._current
             if current is not None and current[0] == run_id:
                 _raise_in_thread(current[1], runner.RunCancelled)
-                return True
+                return "interrupted"
             self._cancelled.add(run_id)
-            return True
+            return "marked"
 
     def _execute_one(
         self, spec: RunSpec, config: dict[str, Any], secrets: dict[str, Any]

@@ -58,6 +58,7 @@ class VersionPool:
         self.slots: list[_Slot] = []
         self.creating = 0
         self.reserved = 0  # batches dispatched that have not taken an actor yet
+        self.cancelled: set[str] = set()  # runs cancelled before their batch reached an actor
         self.idle = asyncio.Condition()
         self.env_error: str | None = None
         self.cold_start_s: float | None = None
@@ -87,11 +88,15 @@ class VersionPool:
             slot = await self._acquire()
         finally:
             self.reserved = max(0, self.reserved - 1)
+        skip = [s.run_id for s in specs if s.run_id in self.cancelled]
+        self.cancelled.difference_update(skip)
         try:
-            outcome: BatchOutcome = await slot.handle.execute_batch.remote(specs)
+            outcome: BatchOutcome = await slot.handle.execute_batch.remote(specs, skip)
         except RayActorError as exc:
             self._retire(slot)
             raise ExecutorCrashed(_crash_reason(exc)) from exc
+        finally:
+            self.cancelled.difference_update(s.run_id for s in specs)
         if outcome.poisoned:
             self._retire(slot)
         else:
@@ -101,13 +106,17 @@ class VersionPool:
             self.idle.notify()
         return outcome
 
-    async def cancel(self, run_id: str) -> None:
+    async def cancel(self, run_id: str) -> list[str]:
+        """Ask every busy executor of this version to cancel the run; their answers."""
+        self.cancelled.add(run_id)
+        answers = []
         for slot in list(self.slots):
             if slot.busy:
                 try:
-                    await slot.handle.cancel.remote(run_id)
+                    answers.append(await slot.handle.cancel.remote(run_id))
                 except RayActorError:
-                    pass
+                    answers.append("dead")
+        return answers
 
     async def _acquire(self) -> _Slot:
         while True:

@@ -540,8 +540,8 @@ class Router:
             )
             return "cancelled"
         pool = self.pools.pools.get(run.spec.version_id)
-        if pool is not None:
-            await pool.cancel(run_id)
+        answers = await pool.cancel(run_id) if pool is not None else []
+        log.info("cancel %s: executors answered %s", run_id, answers)
         return "cancelling"
 
     async def set_priority(self, run_id: str, priority: int) -> bool:
