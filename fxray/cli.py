@@ -169,7 +169,9 @@ def run_local_command(
     ] = None,
     state: Annotated[
         Path | None,
-        typer.Option(help="JSON file keeping state between runs [default: .fxray-local-state.json]."),
+        typer.Option(
+            help="JSON file keeping state between runs [default: .fxray-local-state.json]."
+        ),
     ] = None,
     install: Annotated[
         bool,
@@ -178,6 +180,7 @@ def run_local_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the run result as JSON.")] = False,
 ) -> None:
     """Run a service's scripts in this process, without Ray, and show what happened."""
+    from fxray.context import StateView
     from fxray.kv import ServiceState
     from fxray.local import DEFAULT_STATE_FILE, JsonFileKV, run_local
     from fxray.services import load_package
@@ -198,8 +201,12 @@ def run_local_command(
             sys.stdout.write(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
         else:
             name = load_package(package).name
-            saved = ServiceState(JsonFileKV(state_path), name)
-            _print_run(name, result, {k: saved.get(k) for k in saved.keys()}, state_path)
+            saved = StateView(ServiceState(JsonFileKV(state_path), name)).get()
+            trigger = "fxray.run.manual"
+            if isinstance(payload, dict) and "specversion" in payload:
+                trigger = str(payload.get("type"))
+            out.print(f"[bold]{escape(name)}[/] run locally on [bold]{escape(trigger)}[/]")
+            _print_run(name, result, saved, state_path)
     if result.status != "succeeded":
         raise typer.Exit(EXIT_FAILED)
 
@@ -216,9 +223,8 @@ def _print_run(name: str, result: Any, state: dict[str, Any], state_path: Path) 
         status = str(step.status)
         style = STATUS_STYLES.get(status, "default")
         note = f"  {escape(step.error)}" if step.error else ""
-        out.print(
-            f"step [bold]{escape(step.name)}[/] [{style}]{status}[/] {step.duration_ms:.1f} ms{note}"
-        )
+        name_part = f"step [bold]{escape(step.name)}[/]"
+        out.print(f"{name_part} [{style}]{status}[/] {step.duration_ms:.1f} ms{note}")
     for emitted in result.emitted:
         data = json.dumps(emitted.get("data"), ensure_ascii=False, default=str)
         out.print(f"emitted [bold]{escape(emitted['type'])}[/] {escape(data)}")

@@ -31,6 +31,7 @@ from typing import Any
 from cloudevents.core.exceptions import BaseCloudEventException
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
+from dateutil.parser import isoparse
 
 PARENT_ID = "fxparentid"
 RUN_ID = "fxrunid"
@@ -70,10 +71,10 @@ def new_event(
     if data is not None and not isinstance(data, bytes | str):
         attrs.setdefault("datacontenttype", "application/json")
     try:
-        event = CloudEvent(attrs, data)
+        CloudEvent(attrs, data)
     except BaseCloudEventException as exc:
-        raise InvalidEvent(str(exc)) from exc
-    return _as_dict(event)
+        raise InvalidEvent(_describe(exc)) from exc
+    return _structured(attrs, data)
 
 
 def child_event(
@@ -116,23 +117,40 @@ def from_json(raw: bytes | str) -> EventDict:
 
 
 def from_dict(body: Any) -> EventDict:
-    """Validate a decoded structured event; raises :class:`InvalidEvent` saying why."""
+    """Validate a decoded structured event; raises :class:`InvalidEvent` saying why.
+
+    The SDK's ``CloudEvent`` does the validation; the dict itself is returned unchanged.
+    """
     if not isinstance(body, dict):
         raise InvalidEvent("a CloudEvent must be a JSON object")
     version = body.get("specversion")
     if version != "1.0":
         raise InvalidEvent(f"specversion must be '1.0', got {version!r}")
+    for name in ("id", "source", "type"):
+        if name not in body:  # the SDK would invent an id
+            raise InvalidEvent(f"invalid CloudEvent: missing required attribute {name!r}")
+    attributes = {k: v for k, v in body.items() if k not in ("data", "data_base64")}
+    data = body.get("data")
     try:
-        event = _FORMAT.read(None, json.dumps(body))
+        if "time" in attributes:
+            attributes["time"] = isoparse(attributes["time"])
+        if data is None and "data_base64" in body:
+            data = base64.b64decode(body["data_base64"], validate=True)
+        CloudEvent(attributes, data)
     except BaseCloudEventException as exc:
         raise InvalidEvent(_describe(exc)) from exc
     except (ValueError, TypeError, OverflowError) as exc:
         raise InvalidEvent(f"invalid attribute: {exc}") from exc
-    return _as_dict(event)
+    return body
 
 
-def _as_dict(event: CloudEvent) -> EventDict:
-    return json.loads(_FORMAT.write(event))
+def _structured(attributes: dict[str, Any], data: Any) -> EventDict:
+    body = {k: _json_default(v) if isinstance(v, datetime) else v for k, v in attributes.items()}
+    if isinstance(data, bytes):
+        body["data_base64"] = base64.b64encode(data).decode()
+    elif data is not None:
+        body["data"] = data
+    return body
 
 
 def _describe(exc: BaseCloudEventException) -> str:
@@ -167,6 +185,8 @@ def _from_binary(value: bytes, headers: list[tuple[str, bytes]]) -> EventDict:
     content_type: str | None = None
     try:
         for name, raw in headers:
+            if not name.startswith("ce_") and name.lower() != "content-type":
+                continue  # other headers (tracing, ...) are not the event's business
             text = raw.decode() if isinstance(raw, bytes) else str(raw)
             if name.startswith("ce_"):
                 body[name[3:]] = text

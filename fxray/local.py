@@ -270,15 +270,13 @@ def _execute(
     started = time.time()
     if env_path is not None:
         sys.path.insert(0, str(env_path))
-    with _captured_streams() as streams:
-        thread = threading.Thread(target=work, name="fxray-local-run", daemon=True)
-        thread.start()
-        thread.join(spec.timeout_s)
-        timed_out = thread.is_alive()
-        if timed_out:
-            _raise_in_thread(thread, runner.RunCancelled)
-            thread.join(TIMEOUT_GRACE_S)
-            streams["keep"] = thread.is_alive()  # a stuck script still prints: keep capturing
+    thread = threading.Thread(target=work, name="fxray-local-run", daemon=True)
+    thread.start()
+    thread.join(spec.timeout_s)
+    timed_out = thread.is_alive()
+    if timed_out:
+        _raise_in_thread(thread, runner.RunCancelled)
+        thread.join(TIMEOUT_GRACE_S)
     if env_path is not None and not thread.is_alive():
         try:
             sys.path.remove(str(env_path))
@@ -298,30 +296,6 @@ def _execute(
         result.steps[-1].status = RunStatus.TIMED_OUT
         result.steps[-1].error = error
     return result
-
-
-@contextmanager
-def _captured_streams() -> Iterator[dict[str, bool]]:
-    """Make sure this process's stdout/stderr feed the runner's per-thread capture.
-
-    ``runner.install_capture`` wraps the streams once per process; if something replaced them
-    since (a test runner, a CLI test harness), wrap the current ones for the run's duration.
-    """
-    runner.install_capture()
-    saved = sys.stdout, sys.stderr
-    wrapped = False
-    if not isinstance(sys.stdout, runner._ThreadStream):
-        sys.stdout = runner._ThreadStream("STDOUT", sys.stdout)
-        wrapped = True
-    if not isinstance(sys.stderr, runner._ThreadStream):
-        sys.stderr = runner._ThreadStream("STDERR", sys.stderr)
-        wrapped = True
-    flags = {"keep": False}
-    try:
-        yield flags
-    finally:
-        if wrapped and not flags["keep"]:
-            sys.stdout, sys.stderr = saved
 
 
 def _raise_in_thread(thread: threading.Thread, exc_type: type[BaseException]) -> None:

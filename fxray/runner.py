@@ -107,10 +107,13 @@ def install_capture() -> None:
     """Route stdout, stderr and logging of capturing threads to their runs (idempotent)."""
     global _installed
     with _install_lock:
+        # re-wrap if something (a test runner, a notebook, a script) replaced the streams
+        if not isinstance(sys.stdout, _ThreadStream):
+            sys.stdout = _ThreadStream("STDOUT", sys.stdout)
+        if not isinstance(sys.stderr, _ThreadStream):
+            sys.stderr = _ThreadStream("STDERR", sys.stderr)
         if _installed:
             return
-        sys.stdout = _ThreadStream("STDOUT", sys.stdout)
-        sys.stderr = _ThreadStream("STDERR", sys.stderr)
         root = logging.getLogger()
         root.addHandler(_CaptureHandler(level=logging.DEBUG))
         if root.level > logging.INFO or root.level == logging.NOTSET:

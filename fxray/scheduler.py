@@ -9,6 +9,7 @@ needs the database; see the management API).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -45,17 +46,18 @@ class Scheduler:
 def fire_times(expression: str, after: float, until: float) -> list[float]:
     """Cron fire times in (after, until]."""
     times: list[float] = []
-    cron = croniter(expression, datetime.fromtimestamp(after, UTC))
+    cron = croniter(expression, datetime.fromtimestamp(math.floor(after), UTC))
     while len(times) < MAX_TICKS_PER_CHECK:
         fire_at = cron.get_next(float)
         if fire_at > until:
             break
-        times.append(fire_at)
+        if fire_at > after:
+            times.append(fire_at)
     return times
 
 
 def next_fire_times(expression: str, after: float, count: int = 5) -> list[float]:
-    cron = croniter(expression, datetime.fromtimestamp(after, UTC))
+    cron = croniter(expression, datetime.fromtimestamp(math.floor(after), UTC))
     return [cron.get_next(float) for _ in range(count)]
 
 

@@ -23,6 +23,8 @@ from pydantic_settings import (
 def _toml_file() -> Path | None:
     explicit = os.environ.get("FXRAY_CONFIG")
     if explicit:
+        if not Path(explicit).is_file():
+            raise FileNotFoundError(f"FXRAY_CONFIG names {explicit}, which is not a file")
         return Path(explicit)
     local = Path("fxray.toml")
     return local if local.exists() else None

@@ -217,10 +217,10 @@ class Router:
             self.tracker.track(tp, record.offset, len(fresh))
             live.extend(fresh)
         self.counters["duplicates_skipped"] += len(new_runs) - len(live)
-        rows = [_pending_row(r) for r in live]
-        await asyncio.gather(
-            self.writer.write("events", events), self.writer.write("insert_runs", rows)
-        )
+        # The writer keeps order, so these rows are durable before any later update of the
+        # same runs, and offsets are committed only after those updates: no need to wait here.
+        self.writer.submit("events", events)
+        self.writer.submit("insert_runs", [_pending_row(r) for r in live])
         for run in live:
             self.runs[run.spec.run_id] = run
             self.queue.push(run.spec.run_id, run.spec.priority, run, run.spec.version_id)
@@ -358,12 +358,13 @@ class Router:
 
     async def _run_batch(self, pool: VersionPool, batch: list[_Run]) -> None:
         started = time.time()
-        await self.writer.write(
+        running = RunStatus.RUNNING.value
+        self.writer.submit(
             "update_runs",
             [
                 {
                     "id": r.spec.run_id,
-                    "status": RunStatus.RUNNING.value,
+                    "status": running,
                     "started_at": started,
                     "attempt": r.spec.attempt,
                 }

@@ -349,7 +349,7 @@ class StateStore:
         rows = list(runs)
         if rows:
             with self.session() as s:
-                s.execute(self._insert_ignore(RunRow), rows)
+                s.connection().execute(self._insert_ignore(RunRow), rows)
 
     def update_runs(self, changes: Iterable[dict[str, Any]]) -> None:
         """Apply per-run changes, in order; each dict has ``id`` plus the fields to set.
@@ -444,7 +444,7 @@ class StateStore:
         ]
         if rows:
             with self.session() as s:
-                s.execute(self._insert_ignore(EventRow), rows)
+                s.connection().execute(self._insert_ignore(EventRow), rows)
 
     def get_event(self, event_id: str) -> dict[str, Any]:
         with self.session() as s:
@@ -464,10 +464,11 @@ class StateStore:
 
     def _insert_ignore(self, model: type[Base]) -> Any:
         dialect = self.engine.dialect.name
+        table = model.__table__  # Core, not ORM: plain executemany
         if dialect == "postgresql":
-            return postgresql.insert(model).on_conflict_do_nothing()
+            return postgresql.insert(table).on_conflict_do_nothing()
         if dialect == "sqlite":
-            return sqlite.insert(model).on_conflict_do_nothing()
+            return sqlite.insert(table).on_conflict_do_nothing()
         raise NotImplementedError(f"database dialect {dialect!r} is not supported")
 
 
