@@ -458,7 +458,7 @@ class StateStore:
             rows = s.scalars(
                 select(EventRow)
                 .where(EventRow.correlation_id == correlation_id)
-                .order_by(EventRow.received_at)
+                .order_by(EventRow.received_at, EventRow.time)
             )
             return [dict(r.body) for r in rows]
 

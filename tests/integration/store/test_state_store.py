@@ -1,0 +1,128 @@
+"""The state store contract, on SQLite and on a real PostgreSQL (a fresh database per run)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy
+
+from fxray import events as ev
+from fxray.store import Conflict, NotFound, StateStore
+
+
+def _postgres_url() -> str | None:
+    return os.environ.get("FXRAY_TEST_POSTGRES_URL")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'state.db'}"
+    else:
+        base = _postgres_url()
+        if base is None:
+            if os.environ.get("FXRAY_REQUIRE_SERVERS"):
+                pytest.fail("FXRAY_TEST_POSTGRES_URL is not set (run through `make test`)")
+            pytest.skip("no PostgreSQL: run through `make test`")
+        schema = f"t{uuid.uuid4().hex[:10]}"
+        admin = sqlalchemy.create_engine(base)
+        with admin.begin() as conn:
+            conn.execute(sqlalchemy.text(f"CREATE SCHEMA {schema}"))
+        url = base + ("&" if "?" in base else "?") + f"options=-csearch_path%3D{schema}"
+    state = StateStore(url)
+    yield state
+    state.close()
+    if request.param == "postgresql":
+        with admin.begin() as conn:
+            conn.execute(sqlalchemy.text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+def _service(store: StateStore, name: str = "svc") -> str:
+    store.upsert_service(name, description="d", tags=["a"], priority=3)
+    return name
+
+
+def test_services_versions_and_revision(store: StateStore) -> None:
+    start = store.revision()
+    _service(store)
+    version, created = store.add_version("svc", "a" * 64, {"entrypoint": "m.py"}, label="v1")
+    again, created_again = store.add_version("svc", "a" * 64, {"entrypoint": "m.py"})
+    assert created and not created_again and again.id == version.id
+    assert store.revision() > start
+    assert store.get_service("svc").tags == ["a"]
+    assert store.resolve_version("svc", "v1").id == version.id
+    assert store.resolve_version("svc", "aaaa").id == version.id
+    assert version.steps == ["m.py"]
+    with pytest.raises(Conflict):
+        store.add_version("svc", "b" * 64, {}, label="v1")
+    with pytest.raises(NotFound):
+        store.get_service("nope")
+    with pytest.raises(NotFound):
+        store.resolve_version("svc", "zzz")
+
+
+def test_triggers_and_routing_snapshot(store: StateStore) -> None:
+    _service(store)
+    v1, _ = store.add_version("svc", "a" * 64, {})
+    v2, _ = store.add_version("svc", "b" * 64, {})
+    trigger = store.add_trigger("orders.*", "svc", filters={"source": "shop"}, weights={v1.id: 1})
+    changed = store.update_trigger(trigger.id, weights={v1.id: 70, v2.id: 30})
+    assert changed.weights == {v1.id: 70, v2.id: 30}
+    snapshot = store.routing_snapshot()
+    assert snapshot.latest["svc"] == v2.id
+    assert [t.id for t in snapshot.triggers] == [trigger.id]
+    with pytest.raises(ValueError):
+        store.update_trigger(trigger.id, service="other")
+    store.remove_trigger(trigger.id)
+    assert store.list_triggers() == []
+    with pytest.raises(NotFound):
+        store.remove_trigger(trigger.id)
+    with pytest.raises(NotFound):
+        store.add_trigger("x", "missing-service")
+
+
+def test_runs_insert_is_idempotent_and_updates_keep_order(store: StateStore) -> None:
+    _service(store)
+    row = {
+        "id": str(uuid.uuid4()),
+        "service": "svc",
+        "version_id": "svc@x",
+        "trigger_id": "t",
+        "event_id": "e1",
+        "event_type": "x.y",
+        "correlation_id": "e1",
+        "status": "pending",
+        "priority": 5,
+        "attempt": 1,
+        "shadow": False,
+        "created_at": 1.0,
+        "steps": [],
+        "logs": [],
+    }
+    store.insert_runs([row])
+    store.insert_runs([{**row, "status": "failed"}])  # a redelivery: ignored
+    store.update_runs(
+        [
+            {"id": row["id"], "status": "running", "started_at": 2.0},
+            {"id": row["id"], "status": "succeeded", "finished_at": 3.0, "logs": [[1, "INFO", "s", "m"]]},
+        ]
+    )
+    run = store.get_run(row["id"])
+    assert (run.status, run.started_at, run.finished_at) == ("succeeded", 2.0, 3.0)
+    assert run.logs == [[1, "INFO", "s", "m"]]
+    assert store.finished_run_ids([row["id"], "other"]) == {row["id"]}
+    assert [r.id for r in store.list_runs(correlation_id="e1")] == [row["id"]]
+    assert store.count_runs(status="succeeded") == 1
+
+
+def test_events_are_kept_once_and_grouped_by_correlation(store: StateStore) -> None:
+    root = ev.new_event("a.b", {"x": 1})
+    child = ev.child_event(root, "run-1", "a.c", {"y": 2}, source="svc")
+    store.record_events([root, child, root])
+    assert store.get_event(child["id"])["data"] == {"y": 2}
+    assert [e["id"] for e in store.list_events(correlation_id=root["id"])] == [root["id"], child["id"]]
