@@ -261,3 +261,47 @@ def test_version() -> None:
     result = invoke("version")
     assert result.exit_code == 0
     assert result.stdout.startswith("fxray ")
+
+
+# -- the library behind run-local ---------------------------------------------------------------
+
+
+def test_json_file_kv_round_trip(tmp_path: Path) -> None:
+    from fxray.kv import KVStore
+    from fxray.local import JsonFileKV
+
+    path = tmp_path / "state.json"
+    kv = JsonFileKV(path)
+    assert isinstance(kv, KVStore)
+    assert kv.put("a/json", b'{"n": 1}')
+    assert kv.put("a/raw", b"\xff\x00binary")
+    assert kv.put("a/tricky", b'{"$base64": "x"}')
+    assert not kv.put("a/json", b"2", cas=0)  # check-and-set as in every KV store
+    kv.close()
+    assert json.loads(path.read_text())["entries"]["a/json"] == {"n": 1}
+    again = JsonFileKV(path)
+    assert again.keys("a/") == ["a/json", "a/raw", "a/tricky"]
+    assert again.get("a/raw").value == b"\xff\x00binary"  # type: ignore[union-attr]
+    assert again.get("a/tricky").value == b'{"$base64": "x"}'  # type: ignore[union-attr]
+
+
+def test_json_file_kv_rejects_a_broken_file(tmp_path: Path) -> None:
+    from fxray.local import JsonFileKV, LocalRunError
+
+    path = tmp_path / "state.json"
+    path.write_text("[1, 2]")
+    with pytest.raises(LocalRunError, match="not an fxray local state file"):
+        JsonFileKV(path)
+
+
+def test_run_local_function(tmp_path: Path) -> None:
+    from fxray.local import run_local
+    from fxray.runs import RunStatus
+
+    state = tmp_path / "s.json"
+    result = run_local(ORDER_INTAKE, ORDER_EVENT, config={"currency": "EUR"}, state_path=state)
+    assert result.status is RunStatus.SUCCEEDED
+    assert [s.name for s in result.steps] == ["validate.py", "accept.py"]
+    assert result.emitted[0]["data"]["currency"] == "EUR"
+    assert result.emitted[0]["fxparentid"] == "order-1"
+    assert result.result == {"order_id": "A-1", "orders_so_far": 1}
