@@ -80,7 +80,9 @@ def bench_fxray(work: Path) -> dict[str, float]:
                 figures["restart_s"] = _timed_run(platform, "b")
         ray.shutdown()
     env_dirs = [p for p in (home / "envs").iterdir() if p.is_dir()]
-    figures["env_mb"] = sum(f.stat().st_size for d in env_dirs for f in d.rglob("*") if f.is_file()) / 1e6
+    figures["env_mb"] = (
+        sum(f.stat().st_size for d in env_dirs for f in d.rglob("*") if f.is_file()) / 1e6
+    )
     return figures
 
 

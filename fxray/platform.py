@@ -156,12 +156,10 @@ class Platform:
         same content again returns the existing version. Raises :class:`PackageError` listing
         every problem of an invalid package.
         """
-        store, packages, kv = self._require()
+        store, packages, _ = self._require()
         package = load_package(path) if not isinstance(path, bytes) else load_package_bytes(path)
         manifest = package.manifest
         packages.put(package.content_hash, package.to_zip())
-        put_json(kv, config_key(package.name), package.config)
-        put_json(kv, secrets_key(package.name), package.secrets)
         first_deploy = True
         try:
             store.get_service(package.name)
@@ -194,6 +192,25 @@ class Platform:
             triggers = [store.add_trigger(t, package.name) for t in manifest.trigger_events]
         self.refresh()
         return Deployment(service, version, created, triggers)
+
+    def configure(
+        self,
+        service: str,
+        *,
+        config: Mapping[str, Any] | None = None,
+        secrets: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Set live overrides of a service's ``config.json`` / ``secrets.json``.
+
+        They are merged over each version's own files by the next run, without a redeploy.
+        ``{}`` clears the overrides.
+        """
+        store, _, kv = self._require()
+        store.get_service(service)
+        if config is not None:
+            put_json(kv, config_key(service), dict(config))
+        if secrets is not None:
+            put_json(kv, secrets_key(service), dict(secrets))
 
     def services(self) -> list[ServiceRecord]:
         return self._require()[0].list_services()

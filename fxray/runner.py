@@ -242,7 +242,7 @@ def execute(
         os.chdir(old_cwd)
     result.finished_at = time.time()
     result.logs = cap.lines
-    result.emitted = sender.emitted
+    result.emitted = [redactor.deep(event) for event in sender.emitted]
     result.result = redactor.deep(ctx.result)
     if result.error:
         result.error = redactor(result.error)

@@ -11,6 +11,7 @@ A script that kills the process ends the call with ``RayActorError``; the pool h
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import sys
 import threading
@@ -24,8 +25,7 @@ from typing import Any
 import ray
 
 from fxray import runner
-from fxray.kv import KVStore, ServiceState, get_json
-from fxray.kv import service_key as kv_key
+from fxray.kv import KVStore, ServiceState, config_key, get_json, secrets_key
 from fxray.packages import PackageStore, materialize
 from fxray.runs import RunResult, RunSpec, RunStatus
 
@@ -56,6 +56,8 @@ class ExecutorActor:
         self.service = service
         self.version_id = version_id
         self.package_dir = materialize(package_store, package_hash, Path(cache_dir))
+        self._package_config = _read_json_file(self.package_dir / "config.json")
+        self._package_secrets = _read_json_file(self.package_dir / "secrets.json")
         self.kv = kv
         self.state = ServiceState(kv, service)
         self.codes = runner.CodeCache()
@@ -160,18 +162,16 @@ class ExecutorActor:
                 self._current = None
 
     def _load_config(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        config = get_json(self.kv, kv_key(self.service, "config"), None)
-        if config is None:
-            config = _read_json_file(self.package_dir / "config.json")
-        secrets = get_json(self.kv, kv_key(self.service, "secrets"), None)
-        if secrets is None:
-            secrets = _read_json_file(self.package_dir / "secrets.json")
+        """The version's own config and secrets, with the service's live KV overrides on top."""
+        config = {**self._package_config, **(get_json(self.kv, config_key(self.service)) or {})}
+        secrets = {
+            **self._package_secrets,
+            **(get_json(self.kv, secrets_key(self.service)) or {}),
+        }
         return config, secrets
 
 
 def _read_json_file(path: Path) -> dict[str, Any]:
-    import json
-
     if not path.exists():
         return {}
     value = json.loads(path.read_text())

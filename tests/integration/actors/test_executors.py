@@ -158,3 +158,27 @@ def test_versions_get_their_own_dependencies_side_by_side(
     assert run.result == "1.15.0"
     pools = {p["version_id"]: p for p in platform.stats()["executors"]}
     assert pools[run.version_id]["env_cached"] is True
+
+
+def test_each_version_reads_its_own_config_and_live_overrides_reach_the_next_run(
+    platform: Platform, service_dir: Callable[..., Path]
+) -> None:
+    code = "from fxray import context\ncontext.result = [context.config, context.secrets]\n"
+    platform.deploy(
+        service_dir("cfg", {"c.py": code, "config.json": '{"limit": 1, "mode": "a"}'}), label="one"
+    )
+    platform.deploy(
+        service_dir("cfg", {"c.py": code + "#\n", "config.json": '{"limit": 2}'}), label="two"
+    )
+
+    def result(version: str) -> object:
+        event = platform.run("cfg", version=version)
+        return platform.wait_for_runs(event_id=event["id"])[0].result
+
+    assert result("one") == [{"limit": 1, "mode": "a"}, {}]
+    assert result("two") == [{"limit": 2}, {}]
+    platform.configure("cfg", config={"limit": 10}, secrets={"key": "k-123456"})
+    # the secret reached the run: the record shows it redacted, which needs its value
+    assert result("one") == [{"limit": 10, "mode": "a"}, {"key": "***"}]
+    platform.configure("cfg", config={})
+    assert result("two") == [{"limit": 2}, {"key": "***"}]

@@ -109,7 +109,12 @@ def test_runs_insert_is_idempotent_and_updates_keep_order(store: StateStore) -> 
     store.update_runs(
         [
             {"id": row["id"], "status": "running", "started_at": 2.0},
-            {"id": row["id"], "status": "succeeded", "finished_at": 3.0, "logs": [[1, "INFO", "s", "m"]]},
+            {
+                "id": row["id"],
+                "status": "succeeded",
+                "finished_at": 3.0,
+                "logs": [[1, "INFO", "s", "m"]],
+            },
         ]
     )
     run = store.get_run(row["id"])
@@ -125,4 +130,7 @@ def test_events_are_kept_once_and_grouped_by_correlation(store: StateStore) -> N
     child = ev.child_event(root, "run-1", "a.c", {"y": 2}, source="svc")
     store.record_events([root, child, root])
     assert store.get_event(child["id"])["data"] == {"y": 2}
-    assert [e["id"] for e in store.list_events(correlation_id=root["id"])] == [root["id"], child["id"]]
+    assert [e["id"] for e in store.list_events(correlation_id=root["id"])] == [
+        root["id"],
+        child["id"],
+    ]
