@@ -46,6 +46,8 @@ class PoolStats:
     busy: int
     cold_start_s: float | None
     env_cached: bool | None
+    reserved: int = 0
+    free: int = 0
 
 
 class VersionPool:
@@ -84,10 +86,7 @@ class VersionPool:
 
     async def run_batch(self, specs: list[RunSpec]) -> BatchOutcome:
         """Run a batch on an idle actor (starting one if allowed); raises ExecutorCrashed."""
-        try:
-            slot = await self._acquire()
-        finally:
-            self.reserved = max(0, self.reserved - 1)
+        slot = await self._acquire()
         skip = [s.run_id for s in specs if s.run_id in self.cancelled]
         self.cancelled.difference_update(skip)
         try:
@@ -119,18 +118,30 @@ class VersionPool:
         return answers
 
     async def _acquire(self) -> _Slot:
-        while True:
-            for slot in self.slots:
-                if not slot.busy:
-                    slot.busy = True
-                    return slot
-            if self.size < self.max_actors and self.pools.can_grow():
-                return await self._start_actor()
-            async with self.idle:
-                try:
-                    await asyncio.wait_for(self.idle.wait(), timeout=1.0)
-                except TimeoutError:
-                    pass
+        """Take an idle actor, or start one; a dispatched batch holds a reservation till then.
+
+        A batch that starts an actor gives its reservation up at once (the new actor counts in
+        ``size``), so an actor that falls idle meanwhile goes to the next batch, not to waste.
+        """
+        reserved = True
+        try:
+            while True:
+                for slot in self.slots:
+                    if not slot.busy:
+                        slot.busy = True
+                        return slot
+                if self.size < self.max_actors and self.pools.can_grow():
+                    self.reserved -= 1
+                    reserved = False
+                    return await self._start_actor()
+                async with self.idle:
+                    try:
+                        await asyncio.wait_for(self.idle.wait(), timeout=1.0)
+                    except TimeoutError:
+                        pass
+        finally:
+            if reserved:
+                self.reserved -= 1
 
     async def _start_actor(self) -> _Slot:
         self.creating += 1
@@ -208,7 +219,15 @@ class VersionPool:
 
     def stats(self) -> PoolStats:
         busy = sum(1 for s in self.slots if s.busy)
-        return PoolStats(self.version.id, len(self.slots), busy, self.cold_start_s, self.env_cached)
+        return PoolStats(
+            self.version.id,
+            len(self.slots),
+            busy,
+            self.cold_start_s,
+            self.env_cached,
+            self.reserved,
+            self.free_capacity(),
+        )
 
 
 class ExecutorPools:

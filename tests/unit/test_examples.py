@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from pathlib import Path
@@ -74,5 +75,7 @@ def test_readme_command_works(
     assert result.exit_code == 0, f"{line}\n{result.output}"
     assert "Traceback" not in result.output
     if args[0] == "run-local":
-        assert "emitted shop." in result.stdout
+        manifest = json.loads((ROOT / args[1] / "manifest.json").read_text())
+        for event_type in manifest.get("output_events", []):
+            assert f"emitted {event_type}" in result.stdout
         assert "demo-token-4f9a1c" not in result.output

@@ -1,0 +1,45 @@
+"""Executor pools scale with load and reap idle executors; cron ticks run services."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from fxray import Platform
+from fxray import events as ev
+
+SLOW = "import time\nfrom fxray import context\nimport os\ncontext.result = os.getpid()\ntime.sleep(0.4)\n"
+
+
+def test_pool_grows_to_its_maximum_under_load_and_reaps_idle_executors(
+    make_platform: Callable[..., Platform], service_dir: Callable[..., Path]
+) -> None:
+    platform = make_platform(executors_max_per_version=2, executor_idle_s=1.0)
+    platform.deploy(service_dir("slow", {"s.py": SLOW}, trigger_events=["slow.go"]))
+    for i in range(8):
+        platform.send("slow.go", {"i": i})
+    platform.wait_idle(timeout=60)
+    runs = platform.runs(service="slow", limit=None)
+    assert len(runs) == 8 and all(r.status == "succeeded" for r in runs)
+    assert len({r.result for r in runs}) == 2, "two executors shared the backlog"
+    deadline = time.monotonic() + 20
+    while platform.stats()["executors"][0]["actors"] > 0:
+        assert time.monotonic() < deadline, "idle executors were not reaped"
+        time.sleep(0.2)
+    assert platform.stats()["counters"]["executors_reaped"] == 2
+
+
+def test_a_cron_schedule_fires_ticks_as_events(
+    platform: Platform, service_dir: Callable[..., Path]
+) -> None:
+    code = "from fxray import context\ncontext.result = context.params['scheduled_for']\n"
+    platform.deploy(service_dir("cron", {"c.py": code}, schedule="* * * * * */1"))
+    deadline = time.monotonic() + 20
+    while len(platform.runs(service="cron", status="succeeded")) < 2:
+        assert time.monotonic() < deadline, "no cron ticks ran"
+        time.sleep(0.2)
+    platform.activate("cron", False)
+    runs = platform.runs(service="cron", status="succeeded")
+    assert all(r.event_type == ev.SCHEDULE_TICK for r in runs)
+    assert len({r.result for r in runs}) == len(runs), "each tick ran once"
