@@ -9,7 +9,13 @@ from pathlib import Path
 from fxray import Platform
 from fxray import events as ev
 
-SLOW = "import time\nfrom fxray import context\nimport os\ncontext.result = os.getpid()\ntime.sleep(0.4)\n"
+SLOW = """
+import os
+import time
+from fxray import context
+context.result = os.getpid()
+time.sleep(0.4)
+"""
 
 
 def test_pool_grows_to_its_maximum_under_load_and_reaps_idle_executors(
