@@ -186,7 +186,6 @@ def execute(
     secrets: dict[str, Any],
     state: Any,
     code_cache: CodeCache | None = None,
-    started: threading.Event | None = None,
 ) -> RunResult:
     """Run ``spec``'s steps from ``package_dir`` in this thread and report what happened."""
     install_capture()
@@ -212,8 +211,6 @@ def execute(
     _capture.cap = cap
     _activate(ctx)
     sys.path.insert(0, pkg)
-    if started is not None:
-        started.set()
     try:
         os.chdir(pkg)
         status = RunStatus.SUCCEEDED

@@ -41,6 +41,21 @@ class BatchOutcome:
     poisoned: bool = False  # a script thread is stuck: retire this actor
 
 
+@dataclass(slots=True)
+class _Current:
+    """The run the worker thread is executing."""
+
+    run_id: str
+    thread_id: int
+    started: float
+    timeout_s: float
+    deadline: float = 0.0
+    timed_out: bool = False
+
+    def __post_init__(self) -> None:
+        self.deadline = time.monotonic() + self.timeout_s
+
+
 class ExecutorActor:
     """Hosts one version; created through :func:`executor_class` with a runtime_env."""
 
@@ -64,7 +79,7 @@ class ExecutorActor:
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fxray-run")
         self._lock = threading.Lock()
         self._cancelled: set[str] = set()
-        self._current: tuple[str, int] | None = None  # (run id, thread id)
+        self._current: _Current | None = None
         self._runs_done = 0
         runner.install_capture()
 
@@ -79,87 +94,113 @@ class ExecutorActor:
     def execute_batch(
         self, specs: list[RunSpec], cancelled: list[str] | None = None
     ) -> BatchOutcome:
-        """Run ``specs`` in order, skipping ``cancelled``; hand the rest back if a script hangs."""
-        outcome = BatchOutcome()
+        """Run ``specs`` in order, skipping ``cancelled``; hand the rest back if a script hangs.
+
+        The whole batch is one hand-off to the worker thread; this thread only watches the
+        running run's deadline, so fast runs cost no thread switches.
+        """
         with self._lock:
             self._cancelled.update(cancelled or ())
         config, secrets = self._load_config()
-        for index, spec in enumerate(specs):
+        results: list[RunResult] = []
+        future = self._worker.submit(self._run_batch, specs, config, secrets, results)
+        while True:
             with self._lock:
-                cancelled = spec.run_id in self._cancelled
-                self._cancelled.discard(spec.run_id)
-            if cancelled:
-                now = time.time()
-                outcome.results.append(
-                    RunResult(spec.run_id, RunStatus.CANCELLED, now, now, error="cancelled")
-                )
+                current = self._current
+            wait = max(0.01, current.deadline - time.monotonic()) if current else 0.05
+            try:
+                future.result(timeout=wait)
+                return BatchOutcome(results=results)
+            except FutureTimeout:
+                pass
+            with self._lock:
+                current = self._current
+            if current is None or time.monotonic() < current.deadline:
                 continue
-            result, stuck = self._execute_one(spec, config, secrets)
-            outcome.results.append(result)
-            self._runs_done += 1
-            if stuck:
-                outcome.poisoned = True
-                outcome.unstarted = [s.run_id for s in specs[index + 1 :]]
-                break
-        return outcome
+            if self._stop_overdue(current, future):
+                continue  # interrupted; the worker records it as timed out and goes on
+            # stuck in C code: report what we know and let the pool replace this actor
+            done = {r.run_id for r in results}
+            now = time.time()
+            error = f"timed out after {current.timeout_s:g}s"
+            results.append(
+                RunResult(current.run_id, RunStatus.TIMED_OUT, current.started, now, error=error)
+            )
+            unstarted = [
+                s.run_id for s in specs if s.run_id not in done and s.run_id != current.run_id
+            ]
+            return BatchOutcome(results=results, unstarted=unstarted, poisoned=True)
+
+    def _stop_overdue(self, current: _Current, future: Future[None]) -> bool:
+        """Interrupt the overdue run; True if its thread came back within the grace period."""
+        with self._lock:
+            if self._current is not current:
+                return True
+            current.timed_out = True
+            _raise_in_thread(current.thread_id, runner.RunCancelled)
+        deadline = time.monotonic() + CANCEL_GRACE_S
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self._current is not current:
+                    return True
+            if future.done():
+                return True
+            time.sleep(0.01)
+        return False
 
     def cancel(self, run_id: str) -> str:
         """Cancel a run of this actor's current batch: ``interrupted`` if it was running."""
         with self._lock:
             current = self._current
-            if current is not None and current[0] == run_id:
-                _raise_in_thread(current[1], runner.RunCancelled)
+            if current is not None and current.run_id == run_id:
+                _raise_in_thread(current.thread_id, runner.RunCancelled)
                 return "interrupted"
             self._cancelled.add(run_id)
             return "marked"
 
-    def _execute_one(
-        self, spec: RunSpec, config: dict[str, Any], secrets: dict[str, Any]
-    ) -> tuple[RunResult, bool]:
-        started = time.time()
-        begun = threading.Event()
-        future: Future[RunResult] = self._worker.submit(
-            self._in_worker, spec, config, secrets, begun
-        )
-        try:
-            return future.result(timeout=spec.timeout_s), False
-        except FutureTimeout:
-            with self._lock:
-                current = self._current
-            if current is not None and current[0] == spec.run_id:
-                _raise_in_thread(current[1], runner.RunCancelled)
+    def _run_batch(
+        self,
+        specs: list[RunSpec],
+        config: dict[str, Any],
+        secrets: dict[str, Any],
+        results: list[RunResult],
+    ) -> None:
+        for spec in specs:
             try:
-                future.result(timeout=CANCEL_GRACE_S)
-            except FutureTimeout:
-                stuck = True
-            else:
-                stuck = False
-            error = f"timed out after {spec.timeout_s:g}s"
-            return RunResult(
-                spec.run_id, RunStatus.TIMED_OUT, started, time.time(), error=error
-            ), stuck
+                results.append(self._run_one(spec, config, secrets))
+            except runner.RunCancelled:
+                # an interrupt that landed outside the script; the run ends cancelled
+                with self._lock:
+                    self._current = None
+                if not results or results[-1].run_id != spec.run_id:
+                    now = time.time()
+                    results.append(
+                        RunResult(spec.run_id, RunStatus.CANCELLED, now, now, error="cancelled")
+                    )
 
-    def _in_worker(
-        self, spec: RunSpec, config: dict[str, Any], secrets: dict[str, Any], begun: threading.Event
-    ) -> RunResult:
+    def _run_one(self, spec: RunSpec, config: dict[str, Any], secrets: dict[str, Any]) -> RunResult:
         with self._lock:
-            self._current = (spec.run_id, threading.get_ident())
-        try:
-            return runner.execute(
-                spec,
-                self.package_dir,
-                config=config,
-                secrets=secrets,
-                state=self.state,
-                code_cache=self.codes,
-                started=begun,
-            )
-        except runner.RunCancelled:
-            now = time.time()
-            return RunResult(spec.run_id, RunStatus.CANCELLED, now, now, error="cancelled")
-        finally:
-            with self._lock:
-                self._current = None
+            if spec.run_id in self._cancelled:
+                self._cancelled.discard(spec.run_id)
+                now = time.time()
+                return RunResult(spec.run_id, RunStatus.CANCELLED, now, now, error="cancelled")
+            current = _Current(spec.run_id, threading.get_ident(), time.time(), spec.timeout_s)
+            self._current = current
+        result = runner.execute(
+            spec,
+            self.package_dir,
+            config=config,
+            secrets=secrets,
+            state=self.state,
+            code_cache=self.codes,
+        )
+        with self._lock:
+            self._current = None
+        if current.timed_out:
+            result.status = RunStatus.TIMED_OUT
+            result.error = f"timed out after {spec.timeout_s:g}s"
+        self._runs_done += 1
+        return result
 
     def _load_config(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """The version's own config and secrets, with the service's live KV overrides on top."""

@@ -766,16 +766,6 @@ def test_cwd_restored_after_failure_and_chdir(tmp_path: Path) -> None:
     assert os.getcwd() == before
 
 
-def test_started_event_is_set(tmp_path: Path, state: ServiceState) -> None:
-    pkg = make_package(tmp_path, {"main.py": "pass\n"})
-    started = threading.Event()
-    result = runner.execute(
-        make_spec(["main.py"]), pkg, config={}, secrets={}, state=state, started=started
-    )
-    assert started.is_set()
-    assert result.status is RunStatus.SUCCEEDED
-
-
 def test_code_cache_reused(tmp_path: Path, state: ServiceState) -> None:
     pkg = make_package(tmp_path, {"main.py": "from fxray import context\ncontext.result = 1\n"})
     cache = runner.CodeCache()
