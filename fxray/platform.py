@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,7 +79,7 @@ class Platform:
         self.kv: KVStore | None = None
         self.packages: PackageStore | None = None
         self.bus: EventBus | None = None
-        self.router: Any = None
+        self.routers: list[Any] = []
         self._started_ray = False
         self._parameters: dict[str, list[Any] | None] = {}
 
@@ -86,7 +87,7 @@ class Platform:
 
     def start(self) -> Platform:
         """Connect to (or start) Ray and bring up the bus and the router; idempotent."""
-        if self.router is not None:
+        if self.routers:
             return self
         settings = self.settings
         settings.home.mkdir(parents=True, exist_ok=True)
@@ -96,15 +97,45 @@ class Platform:
         self.packages = _make_package_store(settings)
         self._init_ray()
         self.bus = _make_bus(settings)
-        router_cls = ray.remote(Router)
-        self.router = router_cls.options(
-            name=f"fxray-router.{settings.instance}",
-            num_cpus=0,
-            max_concurrency=1000,
-            get_if_exists=False,
-        ).remote(settings.public_dict(), self.bus, self.store, self.kv, self.packages)
-        ray.get(self.router.start.remote())
+        for _ in range(settings.routers):
+            self.add_router()
         return self
+
+    def add_router(self) -> str:
+        """Start one more router; the routers share the event partitions as one consumer group."""
+        index = len(self.routers)
+        while any(ray.get(r.ping.remote()) == f"router-{index}" for r in self.routers):
+            index += 1
+        router = (
+            ray.remote(Router)
+            .options(
+                name=f"fxray-router.{self.settings.instance}.{index}",
+                num_cpus=0,
+                max_concurrency=1000,
+            )
+            .remote(
+                self.settings.public_dict(),
+                self.bus,
+                self.store,
+                self.kv,
+                self.packages,
+                router_id=f"router-{index}",
+                run_scheduler=not self.routers,
+            )
+        )
+        ray.get(router.start.remote())
+        self.routers.append(router)
+        return f"router-{index}"
+
+    def remove_router(self) -> dict[str, int]:
+        """Stop the newest router: it finishes its runs, commits, and leaves the group."""
+        if len(self.routers) < 2:
+            raise PlatformError("the last router cannot be removed; stop the platform instead")
+        router = self.routers.pop()
+        try:
+            return ray.get(router.stop.remote(), timeout=60)
+        finally:
+            ray.kill(router)
 
     def _init_ray(self) -> None:
         if ray.is_initialized():
@@ -123,12 +154,12 @@ class Platform:
 
     def stop(self) -> None:
         """Stop the router (committing what finished) and the embedded bus."""
-        if self.router is not None:
+        while self.routers:
+            router = self.routers.pop()
             try:
-                ray.get(self.router.stop.remote(), timeout=30)
+                ray.get(router.stop.remote(), timeout=30)
             finally:
-                ray.kill(self.router)
-                self.router = None
+                ray.kill(router)
         shutdown = getattr(self.bus, "shutdown", None)
         if shutdown is not None:
             shutdown()
@@ -234,12 +265,14 @@ class Platform:
         filters: Mapping[str, str] | None = None,
         weights: Mapping[str, int] | None = None,
         shadow: str | None = None,
+        ordered: bool = False,
     ) -> TriggerRecord:
         """Link events whose type matches ``pattern`` to ``service``.
 
         ``weights`` map version references (id, label or hash prefix) to weights for an A/B
         split; none means the latest version. ``shadow`` names a version that also runs on a
-        copy of the traffic.
+        copy of the traffic. ``ordered`` runs the events of one partition key one at a time,
+        in offset order (the default runs them concurrently).
         """
         store = self._require()[0]
         try:
@@ -254,6 +287,7 @@ class Platform:
             filters=dict(filters or {}),
             weights=resolved,
             shadow_version=shadow_id,
+            ordered=ordered,
         )
         self.refresh()
         return trigger
@@ -298,8 +332,8 @@ class Platform:
 
     def refresh(self) -> None:
         """Make the router reload triggers now rather than at its next poll."""
-        if self.router is not None:
-            ray.get(self.router.refresh.remote())
+        if self.routers:
+            ray.get([router.refresh.remote() for router in self.routers])
 
     # -- events and runs ----------------------------------------------------------------------
 
@@ -350,15 +384,30 @@ class Platform:
 
     def cancel(self, run_id: str) -> str:
         """Cancel a queued or running run: ``cancelled``, ``cancelling`` or ``not_active``."""
-        return ray.get(self._router().cancel.remote(run_id))
+        answers = ray.get([router.cancel.remote(run_id) for router in self._routers()])
+        return next((a for a in answers if a != "not_active"), "not_active")
 
     def set_priority(self, run_id: str, priority: int) -> bool:
-        return ray.get(self._router().set_priority.remote(run_id, priority))
+        if not 1 <= priority <= 10:
+            raise PlatformError("priority must be between 1 and 10")
+        routers = self._routers()
+        return any(ray.get([router.set_priority.remote(run_id, priority) for router in routers]))
 
     def stats(self) -> dict[str, Any]:
-        stats = ray.get(self._router().stats.remote())
-        stats["lag"] = self._bus().lag(ROUTER_GROUP, self.settings.events_topic)
-        return stats
+        """Routers' counters summed, queues, executors, and the consumer group's lag."""
+        per_router = ray.get([router.stats.remote() for router in self._routers()])
+        counters: Counter[str] = Counter()
+        for one in per_router:
+            counters.update(one["counters"])
+        return {
+            "routers": per_router,
+            "active_runs": sum(one["active_runs"] for one in per_router),
+            "queued": sum(one["queued"] for one in per_router),
+            "counters": dict(counters),
+            "executors": [e for one in per_router for e in one["executors"]],
+            "errors": [e for one in per_router for e in one["errors"]],
+            "lag": self._bus().lag(ROUTER_GROUP, self.settings.events_topic),
+        }
 
     def wait_for_runs(
         self,
@@ -431,10 +480,10 @@ class Platform:
             raise PlatformError("the platform is not started: call start() first")
         return self.bus
 
-    def _router(self) -> Any:
-        if self.router is None:
+    def _routers(self) -> list[Any]:
+        if not self.routers:
             raise PlatformError("the platform is not started: call start() first")
-        return self.router
+        return self.routers
 
 
 def _declared_parameters(package: ServicePackage) -> list[Any] | None:

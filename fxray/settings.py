@@ -50,8 +50,12 @@ class Settings(BaseSettings):
 
     events_topic: str = "fxray.events"
     deadletter_topic: str = "fxray.deadletter"
+    deadletter_failed_runs: bool = Field(
+        default=True, description="Send the event of a run that failed for good to dead letters."
+    )
     bus_partitions: int = Field(default=4, ge=1)
 
+    routers: int = Field(default=1, ge=1, description="Router actors in one consumer group.")
     ray_address: str | None = Field(default=None, description="None starts a local Ray.")
     ray_num_cpus: int | None = None
     ray_include_dashboard: bool = False

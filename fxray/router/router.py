@@ -22,7 +22,7 @@ import logging
 import math
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +65,7 @@ class _Run:
     isolate: bool = False
     dispatched: bool = False
     cancel_requested: bool = False
+    order_key: tuple[str, str] | None = None  # (trigger, partition key) of an ordered trigger
     logs: list[Any] = field(default_factory=list)
 
 
@@ -104,6 +105,8 @@ class Router:
         self.queue: RunQueue[_Run] = RunQueue()
         self.delayed: DelayQueue[_Run] = DelayQueue()
         self.runs: dict[str, _Run] = {}
+        self.ordered: dict[tuple[str, str], deque[_Run]] = {}  # per key: head runs, rest wait
+        self.assigned: set[TopicPartition] = set()
         self.tracker = OffsetTracker()
         self.table = TriggerTable(store.routing_snapshot())
         self.writer = RecordWriter(store)
@@ -174,8 +177,20 @@ class Router:
         while self.running:
             self._apply_backpressure()
             records: list[Record] = await self.consumer.poll_async(poll_max, 0.1)
+            self._note_assignment()
             if records:
                 await self._route(records)
+
+    def _note_assignment(self) -> None:
+        """Forget offsets of partitions another router now owns (their runs still finish)."""
+        assigned = set(self.consumer.assignment())
+        revoked = self.assigned - assigned
+        if revoked:
+            self.tracker.forget(sorted(revoked))
+            self.counters["partitions_revoked"] += len(revoked)
+        if self.paused and assigned - self.assigned:
+            self.consumer.pause(sorted(assigned - self.assigned))
+        self.assigned = assigned
 
     def _apply_backpressure(self) -> None:
         full = len(self.runs) >= self.settings.router_max_in_flight
@@ -223,9 +238,34 @@ class Router:
         self.writer.submit("insert_runs", [_pending_row(r) for r in live])
         for run in live:
             self.runs[run.spec.run_id] = run
-            self.queue.push(run.spec.run_id, run.spec.priority, run, run.spec.version_id)
+            self._enqueue(run)
         if live:
             self.wakeup.set()
+
+    def _enqueue(self, run: _Run) -> None:
+        """Queue a new run; a run of an ordered trigger waits behind its key's earlier runs."""
+        if run.order_key is not None:
+            line = self.ordered.setdefault(run.order_key, deque())
+            line.append(run)
+            if len(line) > 1:
+                return
+        self.queue.push(run.spec.run_id, run.spec.priority, run, run.spec.version_id)
+
+    def _release_next(self, run: _Run) -> None:
+        """After a final run of an ordered key, queue the key's next run."""
+        if run.order_key is None:
+            return
+        line = self.ordered.get(run.order_key)
+        if not line:
+            return
+        was_head = line[0] is run
+        if run in line:
+            line.remove(run)
+        if line and was_head:
+            head = line[0]
+            self.queue.push(head.spec.run_id, head.spec.priority, head, head.spec.version_id)
+        elif not line:
+            del self.ordered[run.order_key]
 
     async def _already_finished(self, run_ids: list[str]) -> set[str]:
         if not run_ids:
@@ -241,7 +281,11 @@ class Router:
         runs = []
         for match, priority in matches:
             version = self.table.snapshot.versions[match.version_id]
-            runs.append(self._new_run(event, record, match.trigger.id, version, priority))
+            run = self._new_run(event, record, match.trigger.id, version, priority)
+            if match.trigger.ordered:
+                key = record.key.decode("utf-8", "replace") if record.key else ""
+                run.order_key = (match.trigger.id, key or f"partition-{record.partition}")
+            runs.append(run)
             shadow = match.trigger.shadow_version
             if shadow and shadow in self.table.snapshot.versions and shadow != match.version_id:
                 shadow_version = self.table.snapshot.versions[shadow]
@@ -269,7 +313,9 @@ class Router:
         trigger_id = MANUAL_TRIGGER if event["type"] == ev.MANUAL_RUN else SCHEDULE_TRIGGER
         from fxray.store import TriggerRecord
 
-        pseudo = TriggerRecord(trigger_id, event["type"], service_name, {}, {}, None, True, 0, 0)
+        pseudo = TriggerRecord(
+            trigger_id, event["type"], service_name, {}, {}, None, False, True, 0, 0
+        )
         priority = event.get(ev.PRIORITY)
         return [(Match(pseudo, version_id), int(priority) if priority else None)]
 
@@ -468,11 +514,20 @@ class Router:
             records = [OutgoingRecord(ev.to_json(e), key=_key(e)) for e in emitted]
             await self.bus.produce_async(self.settings.events_topic, records)
             self.counters["emitted"] += len(emitted)
+        failed = [
+            _failed_run_letter(run, result)
+            for run, result in finals
+            if result.status in (RunStatus.FAILED, RunStatus.TIMED_OUT) and not run.spec.shadow
+        ]
+        if failed and self.settings.deadletter_failed_runs:
+            await self.bus.produce_async(self.settings.deadletter_topic, failed)
+            self.counters["runs_dead_lettered"] += len(failed)
         await self.writer.write("update_runs", updates)
         for run, result in finals:
             self.runs.pop(run.spec.run_id, None)
             if run.tp is not None:
                 self.tracker.done(run.tp, run.offset)
+            self._release_next(run)
             self.counters[f"runs_{result.status.value}"] += 1
         if self.delayed:
             self.wakeup.set()
@@ -529,9 +584,12 @@ class Router:
         if run is None:
             return "not_active"
         run.cancel_requested = True
+        line = self.ordered.get(run.order_key) if run.order_key is not None else None
+        waiting = bool(line) and line[0] is not run and run in line
         queued = (
             self.queue.remove(run_id)
             or (self.delayed.remove(lambda r: r.spec.run_id == run_id) or [None])[0]
+            or (run if waiting else None)
         )
         if queued is not None and not run.dispatched:
             now = time.time()
@@ -589,6 +647,27 @@ def _slots(obj: Any) -> dict[str, Any]:
 def _key(event: dict[str, Any]) -> bytes | None:
     key = event.get("partitionkey")
     return str(key).encode() if key else None
+
+
+def _failed_run_letter(run: _Run, result: RunResult) -> OutgoingRecord:
+    """The triggering event of a run that failed for good, with why, for the dead-letter topic."""
+    spec = run.spec
+    headers = [
+        ("content-type", b"application/cloudevents+json"),
+        ("fxray_dlq_reason", f"run {result.status.value}: {result.error}".encode()),
+        ("fxray_dlq_run_id", spec.run_id.encode()),
+        ("fxray_dlq_service", spec.service.encode()),
+        ("fxray_dlq_version", spec.version_id.encode()),
+        ("fxray_dlq_attempts", str(spec.attempt).encode()),
+        ("fxray_dlq_time", str(time.time()).encode()),
+    ]
+    if run.tp is not None:
+        headers += [
+            ("fxray_dlq_topic", run.tp[0].encode()),
+            ("fxray_dlq_partition", str(run.tp[1]).encode()),
+            ("fxray_dlq_offset", str(run.offset).encode()),
+        ]
+    return OutgoingRecord(ev.to_json(spec.event), key=_key(spec.event), headers=headers)
 
 
 def _dead_letter(record: Record, reason: str) -> OutgoingRecord:

@@ -61,6 +61,7 @@ class TriggerRow(Base):
     filters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     weights: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     shadow_version: Mapped[str | None] = mapped_column(String(96), nullable=True)
+    ordered: Mapped[bool] = mapped_column(Boolean, default=False)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)

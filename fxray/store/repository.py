@@ -74,6 +74,7 @@ class TriggerRecord:
     filters: dict[str, str]
     weights: dict[str, int]
     shadow_version: str | None
+    ordered: bool
     active: bool
     created_at: float
     updated_at: float
@@ -278,6 +279,7 @@ class StateStore:
         filters: dict[str, str] | None = None,
         weights: dict[str, int] | None = None,
         shadow_version: str | None = None,
+        ordered: bool = False,
     ) -> TriggerRecord:
         now = time.time()
         with self.session() as s:
@@ -290,6 +292,7 @@ class StateStore:
                 filters=filters or {},
                 weights=weights or {},
                 shadow_version=shadow_version,
+                ordered=ordered,
                 active=True,
                 created_at=now,
                 updated_at=now,
@@ -300,7 +303,7 @@ class StateStore:
             return _record(TriggerRecord, row)
 
     def update_trigger(self, trigger_id: str, **changes: Any) -> TriggerRecord:
-        allowed = {"pattern", "filters", "weights", "shadow_version", "active"}
+        allowed = {"pattern", "filters", "weights", "shadow_version", "ordered", "active"}
         unknown = set(changes) - allowed
         if unknown:
             raise ValueError(f"cannot change {sorted(unknown)} of a trigger")
