@@ -8,6 +8,8 @@ INFRA=.infra
 mkdir -p "$INFRA"
 PGHOST_ADDR=${FXRAY_TEST_PG_HOST:-127.0.0.1}
 PGPORT_NUM=${FXRAY_TEST_PG_PORT:-5432}
+KAFKA_PORT=${FXRAY_TEST_KAFKA_PORT:-19092}
+PY=.venv/bin/python
 
 fail() { echo "testinfra: $*" >&2; exit 1; }
 
@@ -50,14 +52,87 @@ ray_tmp_down() {
   rm -rf "$(cat "$INFRA/ray.tmp")"; rm -f "$INFRA/ray.tmp"
 }
 
+kcat_up() {
+  # kcat (Debian package kafkacat) is an independent Kafka client for end-to-end tests.
+  command -v kcat >/dev/null && return 0
+  if command -v apt-get >/dev/null; then
+    local sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo -n"
+    $sudo apt-get install -y -qq kafkacat >/dev/null 2>&1 \
+      || { $sudo apt-get update -qq >/dev/null 2>&1 \
+           && $sudo apt-get install -y -qq kafkacat >/dev/null 2>&1; } || true
+  fi
+  command -v kcat >/dev/null && return 0
+  [ "${CI:-}" = "true" ] && fail "kcat (Debian package kafkacat) cannot be installed"
+  echo "testinfra: kcat not available; tests that need it are skipped" >&2
+}
+
+kafka_ready() {
+  # Succeeds when a Kafka broker answers a metadata request on $1.
+  "$PY" - "$1" >/dev/null 2>&1 <<'PYEOF'
+import sys
+from confluent_kafka.admin import AdminClient
+md = AdminClient({"bootstrap.servers": sys.argv[1]}).list_topics(timeout=1)
+sys.exit(0 if md.brokers else 1)
+PYEOF
+}
+
+kafka_up() {
+  kcat_up
+  if [ -n "${FXRAY_KAFKA_BOOTSTRAP:-}" ]; then  # a real Kafka: use it, start nothing
+    echo "export FXRAY_KAFKA_BOOTSTRAP=$FXRAY_KAFKA_BOOTSTRAP" >> "$INFRA/env"; return
+  fi
+  kafka_down  # a broker left over from an earlier run
+  local bin
+  bin=$("$PY" -c 'import noida_db,os;print(os.path.join(os.path.dirname(noida_db.__file__),"noida-db"))' \
+    2>/dev/null) || fail "noida-db is not installed in .venv (run make venv)"
+  [ -x "$bin" ] || chmod +x "$bin"
+  local addr="127.0.0.1:$KAFKA_PORT"
+  kafka_ready "$addr" && fail "port $KAFKA_PORT is taken by another broker; set FXRAY_TEST_KAFKA_PORT"
+  local dir; dir=$(mktemp -d "$PWD/$INFRA/kafka.XXXXXX")  # persistence is one JSON file: fresh
+  echo "$dir" > "$INFRA/kafka.dir"
+  # (It prints a harmless "GLIBC_2.39 not found" warning at start.)
+  "$bin" start --only kafka --host 127.0.0.1 --kafka-port "$KAFKA_PORT" --data-dir "$dir" \
+    </dev/null >"$dir/broker.log" 2>&1 &
+  echo $! > "$INFRA/kafka.pid"
+  local ok=""
+  for _ in $(seq 1 100); do kafka_ready "$addr" && { ok=1; break; }; sleep 0.1; done
+  # If the port was taken the broker has exited and the poll may have reached someone else's.
+  sleep 0.2
+  if [ -z "$ok" ] || ! kill -0 "$(cat "$INFRA/kafka.pid")" 2>/dev/null; then
+    tail -5 "$dir/broker.log" >&2 || true
+    kafka_down
+    fail "the Kafka test broker (noida-db) did not start on $addr"
+  fi
+  echo "export FXRAY_KAFKA_BOOTSTRAP=$addr" >> "$INFRA/env"
+  echo "testinfra: Kafka (noida-db) on $addr, pid $(cat "$INFRA/kafka.pid")"
+}
+
+kafka_down() {
+  if [ -f "$INFRA/kafka.pid" ]; then
+    local pid; pid=$(cat "$INFRA/kafka.pid")
+    # Only our broker: the PID may have been reused since.
+    if kill -0 "$pid" 2>/dev/null && grep -q noida "/proc/$pid/cmdline" 2>/dev/null; then
+      kill "$pid" 2>/dev/null || true
+      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
+    fi
+    rm -f "$INFRA/kafka.pid"
+  fi
+  if [ -f "$INFRA/kafka.dir" ]; then
+    rm -rf "$(cat "$INFRA/kafka.dir")"; rm -f "$INFRA/kafka.dir"
+  fi
+}
+
 case "${1:-}" in
   up)
     : > "$INFRA/env"
     [ "${CI:-}" = "true" ] && echo "export FXRAY_REQUIRE_SERVERS=1" >> "$INFRA/env"
     postgres_up
     ray_tmp_up
+    kafka_up
     ;;
   down)
+    kafka_down
     postgres_down
     ray_tmp_down
     ;;

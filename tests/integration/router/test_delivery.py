@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
@@ -37,7 +38,7 @@ def test_ordered_trigger_runs_each_key_one_at_a_time_in_order(
     for key in ("alice", "bob", "carol"):
         runs = state.get(key)
         assert [n for n, _, _ in runs] == list(range(12)), f"{key} out of order"
-        for (_, _, end), (_, start, _) in zip(runs, runs[1:], strict=False):
+        for (_, _, end), (_, start, _) in itertools.pairwise(runs):
             assert start >= end, f"{key}: two runs overlapped"
 
 
