@@ -28,6 +28,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from cloudevents.core.bindings import kafka as kafka_binding
 from cloudevents.core.exceptions import BaseCloudEventException
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
@@ -103,6 +104,30 @@ def correlation_id(event: EventDict) -> str:
 def to_json(event: EventDict) -> bytes:
     """Serialise a structured event dict as CloudEvents JSON bytes."""
     return json.dumps(event, separators=(",", ":"), default=_json_default).encode()
+
+
+STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
+
+
+def to_record(event: EventDict, mode: str = "structured") -> tuple[bytes, list[tuple[str, bytes]]]:
+    """An event as a bus record value and headers, in a CloudEvents Kafka content mode.
+
+    ``structured`` puts the whole event in the value (self-contained: any consumer, log or
+    search index gets every attribute); ``binary`` puts the attributes in ``ce_*`` headers and
+    only the data in the value (via the SDK's Kafka binding).
+    """
+    if mode == "structured":
+        return to_json(event), [("content-type", STRUCTURED_CONTENT_TYPE.encode())]
+    if mode != "binary":
+        raise ValueError(f"unknown CloudEvents content mode {mode!r}")
+    attributes = {k: v for k, v in event.items() if k not in ("data", "data_base64")}
+    if "time" in attributes:
+        attributes["time"] = isoparse(attributes["time"])
+    data = event.get("data")
+    if data is None and "data_base64" in event:
+        data = base64.b64decode(event["data_base64"])
+    message = kafka_binding.to_binary(CloudEvent(attributes, data), _FORMAT)
+    return message.value or b"", [(k, bytes(v)) for k, v in message.headers.items()]
 
 
 def from_json(raw: bytes | str) -> EventDict:

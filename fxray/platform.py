@@ -346,7 +346,11 @@ class Platform:
 
     def publish(self, events: list[dict[str, Any]]) -> None:
         bus = self._bus()
-        records = [OutgoingRecord(ev.to_json(e), key=_partition_key(e)) for e in events]
+        mode = self.settings.event_output_mode
+        records = []
+        for event in events:
+            value, headers = ev.to_record(event, mode)
+            records.append(OutgoingRecord(value, key=_partition_key(event), headers=headers))
         bus.produce(self.settings.events_topic, records)
 
     def run(

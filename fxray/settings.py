@@ -49,6 +49,12 @@ class Settings(BaseSettings):
     kv_store: Literal["local"] = "local"
 
     events_topic: str = "fxray.events"
+    ops_runs_topic: str = "fxray.ops.runs"
+    ops_logs_topic: str = "fxray.ops.logs"
+    event_output_mode: Literal["structured", "binary"] = Field(
+        default="structured",
+        description="CloudEvents Kafka content mode of events fxray produces (input: both).",
+    )
     deadletter_topic: str = "fxray.deadletter"
     deadletter_failed_runs: bool = Field(
         default=True, description="Send the event of a run that failed for good to dead letters."
@@ -67,7 +73,7 @@ class Settings(BaseSettings):
     executors_max_total: int = Field(default=16, ge=1, description="Executor actors in all.")
     env_backend: Literal["fxray", "ray-pip"] = "fxray"
     executor_idle_s: float = Field(default=60.0, gt=0, description="Reap idle executors after.")
-    executor_batch_size: int = Field(default=64, ge=1, description="Runs per executor call.")
+    executor_batch_size: int = Field(default=256, ge=1, description="Most runs per executor call.")
     router_poll_max: int = Field(default=500, ge=1, description="Records per bus poll.")
     router_max_in_flight: int = Field(default=2000, ge=1, description="Runs queued or running.")
     trigger_refresh_s: float = Field(default=0.5, gt=0)

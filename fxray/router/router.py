@@ -457,6 +457,7 @@ class Router:
                     ),
                 )
             return
+        self.wakeup.set()  # the executor is free again: refill it before recording
         by_id = {r.spec.run_id: r for r in batch}
         durations = [r.finished_at - r.started_at for r in outcome.results]
         if durations:
@@ -511,7 +512,7 @@ class Router:
                 updates.append(_final_row(run, result))
         emitted = [e for run, result in finals for e in result.emitted]
         if emitted:
-            records = [OutgoingRecord(ev.to_json(e), key=_key(e)) for e in emitted]
+            records = [_outgoing(e, self.settings.event_output_mode) for e in emitted]
             await self.bus.produce_async(self.settings.events_topic, records)
             self.counters["emitted"] += len(emitted)
         failed = [
@@ -570,8 +571,9 @@ class Router:
         while self.running:
             ticks = scheduler.due(self.table.snapshot.services.values(), time.time())
             if ticks:
+                mode = self.settings.event_output_mode
                 await self.bus.produce_async(
-                    self.settings.events_topic, [OutgoingRecord(ev.to_json(t)) for t in ticks]
+                    self.settings.events_topic, [_outgoing(t, mode) for t in ticks]
                 )
                 self.counters["schedule_ticks"] += len(ticks)
             await asyncio.sleep(1.0)
@@ -642,6 +644,11 @@ class Router:
 
 def _slots(obj: Any) -> dict[str, Any]:
     return {name: getattr(obj, name) for name in obj.__slots__}
+
+
+def _outgoing(event: dict[str, Any], mode: str) -> OutgoingRecord:
+    value, headers = ev.to_record(event, mode)
+    return OutgoingRecord(value, key=_key(event), headers=headers)
 
 
 def _key(event: dict[str, Any]) -> bytes | None:

@@ -94,7 +94,7 @@ class RecordWriter:
                     elif kind == "insert_runs":
                         self.store.insert_runs(rows)
                     else:
-                        self.store.update_runs(rows)
+                        self.store.update_runs(coalesce(rows))
                 error = None
                 break
             except Exception as exc:  # the database is busy or away: back off, then retry
@@ -105,6 +105,14 @@ class RecordWriter:
         for w in batch:
             if w.future is not None and w.loop is not None:
                 w.loop.call_soon_threadsafe(_resolve, w.future, error)
+
+
+def coalesce(updates: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One update per run: later fields win, as if the updates were applied in order."""
+    merged: dict[str, dict[str, Any]] = {}
+    for update in updates:
+        merged.setdefault(update["id"], {}).update(update)
+    return list(merged.values())
 
 
 def _resolve(future: asyncio.Future[None], error: BaseException | None) -> None:

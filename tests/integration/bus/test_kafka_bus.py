@@ -460,3 +460,33 @@ def test_async_poll_commit_and_produce(bus: KafkaBus, make_topic: Callable[[int]
     assert sorted(int(r.value) for r in got) == list(range(300))
     assert sum(bus.committed(g, topic).values()) == 300
     assert bus.lag(g, topic) == 0
+
+
+def test_kept_partitions_keep_their_position_across_a_rebalance(
+    bus: KafkaBus, make_topic: Callable[[int], str]
+) -> None:
+    """Like the embedded bus: no redelivery of uncommitted records to a member that keeps its
+    partitions, although the eager protocol revokes everything on every rebalance."""
+    topic, g = make_topic(4), group()
+    keys = [key_for_partition(p, 4) for p in range(4)]
+    bus.produce(topic, [OutgoingRecord(b"%d" % i, key=keys[i % 4]) for i in range(400)])
+    with bus.consumer(g, [topic]) as a:
+        first = poll_until(a, 400)  # nothing committed
+        assert len(first) == 400 and len(a.assignment()) == 4
+        with bus.consumer(g, [topic]) as b:
+            from_a: list[Record] = []
+            from_b: list[Record] = []
+            end = time.monotonic() + 60
+            while not (
+                len(a.assignment()) == 2 and len(b.assignment()) == 2 and len(from_b) >= 200
+            ):
+                assert time.monotonic() < end, (a.assignment(), b.assignment(), len(from_b))
+                from_a += a.poll(1000, 0.2)
+                from_b += b.poll(1000, 0.2)
+            from_a += poll_for(a, 1.0)
+            assert from_a == []  # a resumed its two partitions where it was
+            assert sorted(a.revoked_since_last_call()) == b.assignment()
+            # b starts at the (absent) committed offsets of its partitions: at-least-once.
+            assert sorted((r.partition, r.offset) for r in from_b) == [
+                (p, o) for _, p in b.assignment() for o in range(100)
+            ]
