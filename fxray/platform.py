@@ -526,6 +526,10 @@ def _make_package_store(settings: Settings) -> PackageStore:
 
 
 def _make_bus(settings: Settings) -> EventBus:
+    if settings.event_bus == "kafka":
+        from fxray.bus.kafka import KafkaBus
+
+        return KafkaBus(settings.kafka_bootstrap, default_partitions=settings.bus_partitions)
     from fxray.bus.embedded import EmbeddedBus
 
     return EmbeddedBus.start(

@@ -44,7 +44,8 @@ class Settings(BaseSettings):
     )
     home: Path = Field(default=Path(".fxray"), description="Folder for embedded state.")
     database_url: str = Field(default="", description="SQLAlchemy URL; default SQLite in home.")
-    event_bus: Literal["embedded"] = "embedded"
+    event_bus: Literal["embedded", "kafka"] = "embedded"
+    kafka_bootstrap: str = Field(default="127.0.0.1:9092", description="Kafka bootstrap servers.")
     package_store: Literal["local"] = "local"
     kv_store: Literal["local"] = "local"
 
