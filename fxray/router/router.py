@@ -107,6 +107,7 @@ class Router:
         self.runs: dict[str, _Run] = {}
         self.ordered: dict[tuple[str, str], deque[_Run]] = {}  # per key: head runs, rest wait
         self.assigned: set[TopicPartition] = set()
+        self.repeats_below: dict[TopicPartition, int] = {}
         self.tracker = OffsetTracker()
         self.table = TriggerTable(store.routing_snapshot())
         self.writer = RecordWriter(store)
@@ -177,19 +178,33 @@ class Router:
         while self.running:
             self._apply_backpressure()
             records: list[Record] = await self.consumer.poll_async(poll_max, 0.1)
-            self._note_assignment()
+            await self._note_assignment()
             if records:
                 await self._route(records)
 
-    def _note_assignment(self) -> None:
-        """Forget offsets of partitions another router now owns (their runs still finish)."""
+    async def _note_assignment(self) -> None:
+        """Track rebalances: forget revoked partitions, note where new ones may hold repeats.
+
+        Records below a partition's end offset at the time it was assigned may have been
+        routed before (by this router or the partition's previous owner), so their runs are
+        checked against the state store; records after that are new and skip the lookup.
+        """
         assigned = set(self.consumer.assignment())
         revoked = self.assigned - assigned
         if revoked:
             self.tracker.forget(sorted(revoked))
+            for tp in revoked:
+                self.repeats_below.pop(tp, None)
             self.counters["partitions_revoked"] += len(revoked)
-        if self.paused and assigned - self.assigned:
-            self.consumer.pause(sorted(assigned - self.assigned))
+        added = assigned - self.assigned
+        if added:
+            if self.paused:
+                self.consumer.pause(sorted(added))
+            for topic in {t for t, _ in added}:
+                ends = await asyncio.to_thread(self.bus.end_offsets, topic)
+                for t, partition in added:
+                    if t == topic:
+                        self.repeats_below[(t, partition)] = ends.get(partition, 0)
         self.assigned = assigned
 
     def _apply_backpressure(self) -> None:
@@ -222,7 +237,13 @@ class Router:
         if dead:
             self.counters["dead_lettered"] += len(dead)
             await self.bus.produce_async(self.settings.deadletter_topic, dead)
-        finished = await self._already_finished([r.spec.run_id for r in new_runs])
+        maybe_repeats = [
+            run.spec.run_id
+            for record, runs in per_record
+            if record.offset < self.repeats_below.get((record.topic, record.partition), 1 << 62)
+            for run in runs
+        ]
+        finished = await self._already_finished(maybe_repeats)
         live: list[_Run] = []
         for record, runs in per_record:
             tp = (record.topic, record.partition)
