@@ -85,7 +85,7 @@ def start_broker(work: Path) -> tuple[str, subprocess.Popen[bytes] | None]:
             str(port),
             "--data-dir",
             str(data),
-        ],  # fmt: skip
+        ],
         stdout=log,
         stderr=subprocess.STDOUT,
     )

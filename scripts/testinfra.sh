@@ -82,6 +82,7 @@ kafka_up() {
     echo "export FXRAY_KAFKA_BOOTSTRAP=$FXRAY_KAFKA_BOOTSTRAP" >> "$INFRA/env"; return
   fi
   kafka_down  # a broker left over from an earlier run
+  "$PY" -c 'import confluent_kafka' 2>/dev/null || fail "confluent-kafka is not installed in .venv"
   local bin
   bin=$("$PY" -c 'import noida_db,os;print(os.path.join(os.path.dirname(noida_db.__file__),"noida-db"))' \
     2>/dev/null) || fail "noida-db is not installed in .venv (run make venv)"
@@ -93,18 +94,23 @@ kafka_up() {
   # (It prints a harmless "GLIBC_2.39 not found" warning at start.)
   "$bin" start --only kafka --host 127.0.0.1 --kafka-port "$KAFKA_PORT" --data-dir "$dir" \
     </dev/null >"$dir/broker.log" 2>&1 &
-  echo $! > "$INFRA/kafka.pid"
+  local pid=$!
+  echo "$pid" > "$INFRA/kafka.pid"
   local ok=""
-  for _ in $(seq 1 100); do kafka_ready "$addr" && { ok=1; break; }; sleep 0.1; done
+  for _ in $(seq 1 60); do
+    kill -0 "$pid" 2>/dev/null || break
+    kafka_ready "$addr" && { ok=1; break; }
+    sleep 0.1
+  done
   # If the port was taken the broker has exited and the poll may have reached someone else's.
   sleep 0.2
-  if [ -z "$ok" ] || ! kill -0 "$(cat "$INFRA/kafka.pid")" 2>/dev/null; then
+  if [ -z "$ok" ] || ! kill -0 "$pid" 2>/dev/null; then
     tail -5 "$dir/broker.log" >&2 || true
     kafka_down
     fail "the Kafka test broker (noida-db) did not start on $addr"
   fi
   echo "export FXRAY_KAFKA_BOOTSTRAP=$addr" >> "$INFRA/env"
-  echo "testinfra: Kafka (noida-db) on $addr, pid $(cat "$INFRA/kafka.pid")"
+  echo "testinfra: Kafka (noida-db) on $addr, pid $pid"
 }
 
 kafka_down() {

@@ -19,6 +19,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 
 import pytest
+import ray
 
 from fxray import events as ev
 from fxray.bus import Consumer, EventBus, OutgoingRecord, Record, TopicPartition
@@ -137,6 +138,20 @@ def test_handle_pickles_as_configuration() -> None:
     assert clone.producer_settings()["acks"] == "all"
     assert clone.consumer_settings("g")["session.timeout.ms"] == 6000
     assert clone.consumer_settings("g")["partition.assignment.strategy"] == "range"
+
+
+def test_handle_works_in_a_ray_task(
+    ray_session: None, bus: KafkaBus, make_topic: Callable[[int], str]
+) -> None:
+    topic = make_topic(2)
+
+    @ray.remote
+    def produce_and_count(b: KafkaBus, t: str) -> int:
+        b.produce(t, [OutgoingRecord(b"%d" % i) for i in range(50)])
+        return sum(b.end_offsets(t).values())
+
+    assert ray.get(produce_and_count.remote(bus, topic)) == 50
+    assert sum(bus.end_offsets(topic).values()) == 50
 
 
 # --------------------------------------------------------------------- topics
@@ -490,3 +505,27 @@ def test_kept_partitions_keep_their_position_across_a_rebalance(
             assert sorted((r.partition, r.offset) for r in from_b) == [
                 (p, o) for _, p in b.assignment() for o in range(100)
             ]
+
+
+def test_pause_survives_a_rebalance_for_kept_partitions(
+    bus: KafkaBus, make_topic: Callable[[int], str]
+) -> None:
+    topic, g = make_topic(4), group()
+    keys = [key_for_partition(p, 4) for p in range(4)]
+    with bus.consumer(g, [topic]) as a:
+        wait_assigned(a)
+        a.pause(a.assignment())  # like the router's backpressure
+        bus.produce(topic, [OutgoingRecord(b"%d" % i, key=keys[i % 4]) for i in range(40)])
+        with bus.consumer(g, [topic]) as b:
+            from_b: list[Record] = []
+            end = time.monotonic() + 60
+            while not (len(a.assignment()) == 2 and len(from_b) >= 20):
+                assert time.monotonic() < end, (a.assignment(), b.assignment(), len(from_b))
+                assert a.poll(1000, 0.2) == []  # still paused
+                from_b += b.poll(1000, 0.2)
+            assert a.paused() == a.assignment()  # kept partitions stay paused; b's moved
+            assert poll_for(a, 1.0) == []
+            a.resume(a.assignment())
+            from_a = poll_until(a, 20, deadline_s=30)
+        assert {r.partition for r in from_a} | {r.partition for r in from_b} == set(range(4))
+        assert len(from_a) == len(from_b) == 20
