@@ -130,10 +130,10 @@ def to_record(event: EventDict, mode: str = "structured") -> tuple[bytes, list[t
     return message.value or b"", [(k, bytes(v)) for k, v in message.headers.items()]
 
 
-def from_json(raw: bytes | str) -> EventDict:
+def from_json(raw: bytes | str, max_bytes: int = MAX_EVENT_BYTES) -> EventDict:
     """Parse and validate CloudEvents JSON; raises :class:`InvalidEvent` saying why."""
-    if len(raw) > MAX_EVENT_BYTES:
-        raise InvalidEvent(f"event is {len(raw)} bytes, over the {MAX_EVENT_BYTES} limit")
+    if len(raw) > max_bytes:
+        raise InvalidEvent(f"event is {len(raw)} bytes, over the {max_bytes} limit")
     try:
         body = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -194,18 +194,20 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def from_record(value: bytes, headers: list[tuple[str, bytes]] | None = None) -> EventDict:
+def from_record(
+    value: bytes, headers: list[tuple[str, bytes]] | None = None, max_bytes: int = MAX_EVENT_BYTES
+) -> EventDict:
     """An event from a bus record, in either CloudEvents Kafka content mode.
 
     Binary mode carries the attributes in ``ce_*`` headers and the data as the value;
     structured mode carries the whole event as the JSON value.
     """
     if headers and any(name.startswith("ce_") for name, _ in headers):
-        return _from_binary(value, headers)
-    return from_json(value)
+        return _from_binary(value, headers, max_bytes)
+    return from_json(value, max_bytes)
 
 
-def _from_binary(value: bytes, headers: list[tuple[str, bytes]]) -> EventDict:
+def _from_binary(value: bytes, headers: list[tuple[str, bytes]], max_bytes: int) -> EventDict:
     body: dict[str, Any] = {}
     content_type: str | None = None
     try:
@@ -221,8 +223,8 @@ def _from_binary(value: bytes, headers: list[tuple[str, bytes]]) -> EventDict:
         raise InvalidEvent(f"a ce_ header is not UTF-8: {exc}") from exc
     if content_type:
         body["datacontenttype"] = content_type
-    if len(value or b"") > MAX_EVENT_BYTES:
-        raise InvalidEvent(f"event is {len(value)} bytes, over the {MAX_EVENT_BYTES} limit")
+    if len(value or b"") > max_bytes:
+        raise InvalidEvent(f"event is {len(value)} bytes, over the {max_bytes} limit")
     if value:
         if content_type is None or _FORMAT.JSON_CONTENT_TYPE_PATTERN.match(content_type):
             try:

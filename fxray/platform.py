@@ -29,7 +29,7 @@ from fxray import events as ev
 from fxray.bus import EventBus, OutgoingRecord
 from fxray.kv import KVStore, config_key, put_json, secrets_key
 from fxray.packages import PackageStore
-from fxray.router.router import ROUTER_GROUP, Router
+from fxray.router.router import Router
 from fxray.router.triggers import validate_pattern, validate_weights
 from fxray.services import (
     PackageError,
@@ -109,7 +109,7 @@ class Platform:
         router = (
             ray.remote(Router)
             .options(
-                name=f"fxray-router.{self.settings.instance}.{index}",
+                name=f"fxray-router.{self.settings.instance}.{index}.{uuid.uuid4().hex[:6]}",
                 num_cpus=0,
                 max_concurrency=1000,
             )
@@ -410,8 +410,15 @@ class Platform:
             "counters": dict(counters),
             "executors": [e for one in per_router for e in one["executors"]],
             "errors": [e for one in per_router for e in one["errors"]],
-            "lag": self._bus().lag(ROUTER_GROUP, self.settings.events_topic),
+            "lag": self._lag(),
         }
+
+    def _lag(self) -> int | None:
+        """Events not yet committed by the routers; None while the bus cannot tell."""
+        try:
+            return self._bus().lag(self.settings.router_group, self.settings.events_topic)
+        except Exception:
+            return None
 
     def wait_for_runs(
         self,

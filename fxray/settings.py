@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     kv_store: Literal["local"] = "local"
 
     events_topic: str = "fxray.events"
+    max_event_bytes: int = Field(default=1_000_000, ge=1024, description="Larger: dead letter.")
     ops_runs_topic: str = "fxray.ops.runs"
     ops_logs_topic: str = "fxray.ops.logs"
     event_output_mode: Literal["structured", "binary"] = Field(
@@ -63,6 +64,14 @@ class Settings(BaseSettings):
     bus_partitions: int = Field(default=4, ge=1)
 
     routers: int = Field(default=1, ge=1, description="Router actors in one consumer group.")
+    router_group: str = Field(
+        default="", description="Consumer group; default fxray-router.<instance>."
+    )
+    router_static_membership: bool = Field(
+        default=False,
+        description="Routers join as static members: a restarted router takes its partitions "
+        "back at once; a removed one keeps them until the session times out.",
+    )
     ray_address: str | None = Field(default=None, description="None starts a local Ray.")
     ray_num_cpus: int | None = None
     ray_include_dashboard: bool = False
@@ -84,6 +93,8 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _fill_paths(self) -> Settings:
         self.home = self.home.expanduser().resolve()
+        if not self.router_group:
+            self.router_group = f"fxray-router.{self.instance}"
         if not self.database_url:
             self.database_url = f"sqlite:///{self.home / 'fxray.db'}"
         return self

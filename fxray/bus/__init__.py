@@ -75,7 +75,9 @@ class EventBus(Protocol):
 
     async def produce_async(self, topic: str, records: list[OutgoingRecord]) -> None: ...
 
-    def consumer(self, group: str, topics: list[str]) -> Consumer: ...
+    def consumer(self, group: str, topics: list[str], member_id: str | None = None) -> Consumer:
+        """A group member; a ``member_id`` is a stable identity a restart takes over."""
+        ...
 
     def end_offsets(self, topic: str) -> dict[int, int]:
         """The next offset to be written, per partition."""

@@ -219,9 +219,10 @@ class EmbeddedLog:
             g.members[member_id] = _Member(
                 topics=list(dict.fromkeys(topics)), last_seen=self._clock()
             )
-        else:
+        else:  # a new instance under a known (static) id: it reads on from the commits
             member.topics = list(dict.fromkeys(topics))
             member.last_seen = self._clock()
+            member.positions = {}
         self._rebalance(g)
 
     def leave(self, group: str, member_id: str) -> None:
@@ -730,9 +731,11 @@ class EmbeddedBus:
             return []
         return ray.get(self.actor.produce_rows.remote(topic, to_out_rows(records)))
 
-    def consumer(self, group: str, topics: list[str]) -> EmbeddedConsumer:
-        """A new member of ``group`` subscribed to ``topics``."""
-        return EmbeddedConsumer(self.actor, group, topics)
+    def consumer(
+        self, group: str, topics: list[str], member_id: str | None = None
+    ) -> EmbeddedConsumer:
+        """A new member of ``group`` subscribed to ``topics`` (``member_id``: a stable name)."""
+        return EmbeddedConsumer(self.actor, group, topics, member_id)
 
     def end_offsets(self, topic: str) -> dict[int, int]:
         """The next offset to be written, per partition."""

@@ -759,9 +759,18 @@ class KafkaBus:
 
     # consumers and offsets -------------------------------------------------------------------
 
-    def consumer(self, group: str, topics: list[str]) -> KafkaConsumer:
-        """A new member of ``group`` subscribed to ``topics``."""
-        return KafkaConsumer(self.consumer_settings(group), group, topics)
+    def consumer(
+        self, group: str, topics: list[str], member_id: str | None = None
+    ) -> KafkaConsumer:
+        """A new member of ``group`` subscribed to ``topics``.
+
+        A ``member_id`` makes it a *static* member (``group.instance.id``): a consumer that
+        restarts with the same id takes its partitions back at once, without a rebalance.
+        """
+        settings = self.consumer_settings(group)
+        if member_id:
+            settings["group.instance.id"] = member_id
+        return KafkaConsumer(settings, group, topics)
 
     def end_offsets(self, topic: str) -> dict[int, int]:
         """The next offset to be written (high watermark), per partition; empty if missing."""

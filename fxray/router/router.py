@@ -43,7 +43,6 @@ from fxray.store import StateStore, VersionRecord
 
 log = logging.getLogger("fxray.router")
 
-ROUTER_GROUP = "fxray-router"
 RUN_NAMESPACE = uuid.UUID("5b0c1d2e-8f3a-4c6b-9d7e-0a1b2c3d4e5f")
 TARGET_BATCH_S = 0.02
 MANUAL_TRIGGER = "manual"
@@ -138,7 +137,14 @@ class Router:
     def _open_consumer(self) -> None:
         self.bus.ensure_topic(self.settings.events_topic, self.settings.bus_partitions)
         self.bus.ensure_topic(self.settings.deadletter_topic, 1)
-        self.consumer = self.bus.consumer(ROUTER_GROUP, [self.settings.events_topic])
+        member = (
+            f"{self.settings.instance}.{self.router_id}"
+            if self.settings.router_static_membership
+            else None
+        )
+        self.consumer = self.bus.consumer(
+            self.settings.router_group, [self.settings.events_topic], member_id=member
+        )
 
     async def stop(self) -> dict[str, int]:
         """Stop consuming, let dispatched runs finish briefly, commit, and leave the group."""
@@ -168,7 +174,7 @@ class Router:
                 raise
             except Exception as exc:  # keep routing; report what broke
                 log.exception("router loop %s failed; restarting it", loop.__name__)
-                self.errors.append(f"{loop.__name__}: {type(exc).__name__}: {exc}")
+                self._note_error(f"{loop.__name__}: {type(exc).__name__}: {exc}")
                 await asyncio.sleep(0.5)
 
     # -- consume ------------------------------------------------------------------------------
@@ -177,7 +183,8 @@ class Router:
         poll_max = self.settings.router_poll_max
         while self.running:
             self._apply_backpressure()
-            records: list[Record] = await self.consumer.poll_async(poll_max, 0.1)
+            room = max(1, self.settings.router_max_in_flight - len(self.runs))
+            records: list[Record] = await self.consumer.poll_async(min(poll_max, room), 0.1)
             await self._note_assignment()
             if records:
                 await self._route(records)
@@ -224,7 +231,7 @@ class Router:
         per_record: list[tuple[Record, list[_Run]]] = []
         for record in records:
             try:
-                event = ev.from_record(record.value, record.headers)
+                event = ev.from_record(record.value, record.headers, self.settings.max_event_bytes)
             except ev.InvalidEvent as exc:
                 dead.append(_dead_letter(record, str(exc)))
                 per_record.append((record, []))
@@ -562,10 +569,23 @@ class Router:
             await self._commit()
 
     async def _commit(self) -> None:
+        """Commit what is done; a failed commit is retried on the next tick (the offsets only
+        advance), and if it never lands the events are redelivered and recognised as done."""
         offsets = self.tracker.committable()
-        if offsets and self.consumer is not None:
+        if not offsets or self.consumer is None:
+            return
+        try:
             await self.consumer.commit_async(offsets)
-            self.tracker.mark_committed(offsets)
+        except Exception as exc:
+            self.counters["commit_failures"] += 1
+            self._note_error(f"commit: {exc}")
+            return
+        self.tracker.mark_committed(offsets)
+
+    def _note_error(self, text: str) -> None:
+        log.warning("%s", text)
+        self.errors.append(text)
+        del self.errors[:-50]
 
     async def _refresh_loop(self) -> None:
         while self.running:
