@@ -25,8 +25,10 @@ from typing import Any
 
 import ray
 
+from fxray import deadletters
 from fxray import events as ev
 from fxray.bus import EventBus, OutgoingRecord
+from fxray.deadletters import DeadLetter
 from fxray.kv import KVStore, config_key, put_json, secrets_key
 from fxray.packages import PackageStore
 from fxray.router.router import Router
@@ -412,6 +414,17 @@ class Platform:
             "errors": [e for one in per_router for e in one["errors"]],
             "lag": self._lag(),
         }
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """The newest dead letters (bad records, events of runs that failed for good)."""
+        return deadletters.read(self._bus(), self.settings.deadletter_topic, limit)
+
+    def republish(self, positions: list[str]) -> list[str]:
+        """Send dead letters (``"partition:offset"``) back to the events topic."""
+        parsed = [deadletters.parse_position(p) for p in positions]
+        return deadletters.republish(
+            self._bus(), self.settings.deadletter_topic, self.settings.events_topic, parsed
+        )
 
     def _lag(self) -> int | None:
         """Events not yet committed by the routers; None while the bus cannot tell."""

@@ -79,6 +79,10 @@ class EventBus(Protocol):
         """A group member; a ``member_id`` is a stable identity a restart takes over."""
         ...
 
+    def read(self, topic: str, partition: int, offset: int, max_records: int) -> list[Record]:
+        """Records of one partition from ``offset`` on, outside any consumer group."""
+        ...
+
     def end_offsets(self, topic: str) -> dict[int, int]:
         """The next offset to be written, per partition."""
         ...

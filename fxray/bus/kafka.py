@@ -307,7 +307,12 @@ class KafkaConsumer:
                 raise BusError(f"kafka consumer {self.group}: {err.str()}")
             if max_records <= 0:
                 return []
-            msgs = self._consumer.consume(min(max_records, 1_000_000), max(timeout_s, 0.0))
+            # consume(n, t) waits for n records or t seconds; poll returns with the first one,
+            # then what else is already fetched is drained without waiting (low latency).
+            first = self._consumer.poll(max(timeout_s, 0.0))
+            msgs = [] if first is None else [first]
+            if first is not None and max_records > 1:
+                msgs.extend(self._consumer.consume(min(max_records - 1, 1_000_000), 0))
             out: list[Record] = []
             for msg in msgs:
                 err = msg.error()

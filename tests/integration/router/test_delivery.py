@@ -62,6 +62,14 @@ def test_a_run_that_fails_for_good_sends_its_event_to_dead_letters(
     assert headers["fxray_dlq_attempts"] == b"2"
     assert headers["fxray_dlq_service"] == b"broken"
 
+    (listed,) = [d for d in platform.dead_letters() if d.run_id == run.id]
+    assert "KeyError" in listed.reason
+    (outcome,) = platform.republish([listed.position])
+    replay_id = outcome.rsplit(" ", 1)[-1]
+    (again,) = platform.wait_for_runs(event_id=replay_id)
+    assert again.id != run.id and again.correlation_id == run.correlation_id
+    assert platform.store.get_event(replay_id)["fxreplayof"] == event["id"]
+
 
 def test_routers_scale_up_and_down_while_events_flow_without_losing_any(
     platform: Platform, service_dir: Callable[..., Path]

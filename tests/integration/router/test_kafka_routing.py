@@ -164,6 +164,33 @@ def test_malformed_records_are_dead_lettered_and_routing_goes_on(
         assert headers["fxray_dlq_topic"] == topic.encode()
         assert int(headers["fxray_dlq_offset"]) >= 0
 
+    # the command line lists them and sends one back (still bad: it is dead-lettered again)
+    from typer.testing import CliRunner
+
+    from fxray.cli import app
+
+    env = {
+        "FXRAY_EVENT_BUS": "kafka",
+        "FXRAY_KAFKA_BOOTSTRAP": platform.settings.kafka_bootstrap,
+        "FXRAY_EVENTS_TOPIC": topic,
+        "FXRAY_DEADLETTER_TOPIC": platform.settings.deadletter_topic,
+    }
+    listed = CliRunner().invoke(app, ["deadletters", "list"], env=env)
+    assert listed.exit_code == 0, listed.output
+    assert listed.output.count(f"from {topic}:") == len(bad)
+    position = f"0:{letters[0].offset}"
+    replayed = CliRunner().invoke(app, ["deadletters", "replay", position], env=env)
+    assert replayed.exit_code == 0 and "re-sent as it was" in replayed.output, replayed.output
+    _wait_for(
+        lambda: (
+            len(platform.bus.read(platform.settings.deadletter_topic, 0, 0, 100)) == len(bad) + 1
+        ),
+        timeout=30,
+        what="the replayed bad record did not come back",
+    )
+    bad_position = CliRunner().invoke(app, ["deadletters", "replay", "zero"], env=env)
+    assert bad_position.exit_code == 2 and "Traceback" not in bad_position.output
+
 
 def _flow(platform: Platform, count: int, pace_s: float) -> tuple[list[str], threading.Thread]:
     sent: list[str] = []

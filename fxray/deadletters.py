@@ -1,0 +1,117 @@
+"""Reading and re-publishing dead letters.
+
+Two kinds of record land on the dead-letter topic, both with ``fxray_dlq_*`` headers saying why
+and where from: records that are not valid CloudEvents (original bytes and headers kept), and the
+events of runs that failed for good (the event as structured JSON, plus the run id).
+
+Re-publishing sends a record back to the events topic. A failed run's event goes back with a
+new id (and ``fxreplayof`` naming the original, its correlation id kept), because a run is named
+by its event id and trigger, and the original run is already recorded as failed. Other records
+go back byte for byte, for when the producer's mistake was fixed on the way.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from fxray import events as ev
+from fxray.bus import EventBus, OutgoingRecord
+
+DLQ_PREFIX = "fxray_dlq_"
+REPLAY_OF = "fxreplayof"
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One record of the dead-letter topic."""
+
+    partition: int
+    offset: int
+    value: bytes
+    key: bytes | None
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+    def header(self, name: str) -> str | None:
+        for key, value in self.headers:
+            if key == name:
+                return value.decode("utf-8", "replace")
+        return None
+
+    @property
+    def reason(self) -> str:
+        return self.header(DLQ_PREFIX + "reason") or "unknown"
+
+    @property
+    def run_id(self) -> str | None:
+        return self.header(DLQ_PREFIX + "run_id")
+
+    @property
+    def position(self) -> str:
+        """``partition:offset``, the name ``fxray deadletters replay`` takes."""
+        return f"{self.partition}:{self.offset}"
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "position": self.position,
+            "reason": self.reason,
+            "run_id": self.run_id,
+            "service": self.header(DLQ_PREFIX + "service"),
+            "from": ":".join(
+                h or "?"
+                for h in (self.header(DLQ_PREFIX + n) for n in ("topic", "partition", "offset"))
+            ),
+            "bytes": len(self.value),
+        }
+
+
+def read(bus: EventBus, topic: str, limit: int = 100) -> list[DeadLetter]:
+    """The newest ``limit`` dead letters of each partition, oldest first."""
+    letters: list[DeadLetter] = []
+    for partition, end in sorted(bus.end_offsets(topic).items()):
+        start = max(0, end - limit)
+        for record in bus.read(topic, partition, start, end - start):
+            letters.append(
+                DeadLetter(
+                    record.partition, record.offset, record.value, record.key, record.headers
+                )
+            )
+    return letters
+
+
+def parse_position(text: str) -> tuple[int, int]:
+    """``"0:17"`` -> (0, 17); raises ValueError with a clear message."""
+    partition, sep, offset = text.partition(":")
+    if not sep or not partition.isdigit() or not offset.isdigit():
+        raise ValueError(f"{text!r} is not a dead-letter position (partition:offset, e.g. 0:17)")
+    return int(partition), int(offset)
+
+
+def republish(
+    bus: EventBus, deadletter_topic: str, events_topic: str, positions: list[tuple[int, int]]
+) -> list[str]:
+    """Send the dead letters at ``positions`` back to ``events_topic``; what each became."""
+    records: list[OutgoingRecord] = []
+    outcome: list[str] = []
+    for partition, offset in positions:
+        found = bus.read(deadletter_topic, partition, offset, 1)
+        if not found or found[0].offset != offset:
+            raise LookupError(f"no dead letter at {partition}:{offset}")
+        letter = found[0]
+        headers = [(k, v) for k, v in letter.headers if not k.startswith(DLQ_PREFIX)]
+        if any(k == DLQ_PREFIX + "run_id" for k, _ in letter.headers):
+            event = ev.from_record(letter.value, headers)
+            replay = {**event, "id": str(uuid.uuid4()), REPLAY_OF: event["id"]}
+            replay[ev.CORRELATION_ID] = ev.correlation_id(event)
+            value = json.dumps(replay).encode()
+            headers = [(k, v) for k, v in headers if not k.startswith("ce_")]
+            records.append(OutgoingRecord(value, key=letter.key, headers=headers))
+            outcome.append(f"{partition}:{offset} -> event {replay['id']}")
+        else:
+            records.append(OutgoingRecord(letter.value, key=letter.key, headers=headers))
+            outcome.append(f"{partition}:{offset} -> re-sent as it was")
+    if records:
+        bus.produce(events_topic, records)
+    return outcome
