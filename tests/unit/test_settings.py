@@ -153,7 +153,7 @@ def test_unknown_keyword_rejected() -> None:
         ("instance", "has space"),
         ("instance", "a/b"),
         ("instance", ""),
-        ("event_bus", "kafka"),
+        ("event_bus", "rabbitmq"),
         ("env_backend", "conda"),
         ("router_poll_max", "many"),
     ],
@@ -169,7 +169,7 @@ def test_invalid_values_rejected(field: str, value: object) -> None:
         ("FXRAY_EXECUTORS_MAX_PER_VERSION", "zero"),
         ("FXRAY_EXECUTORS_MAX_PER_VERSION", "0"),
         ("FXRAY_INSTANCE", "bad name"),
-        ("FXRAY_EVENT_BUS", "kafka"),
+        ("FXRAY_EVENT_BUS", "rabbitmq"),
     ],
 )
 def test_invalid_env_values_rejected(

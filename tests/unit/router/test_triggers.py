@@ -71,6 +71,7 @@ def trigger_record(
         filters=filters or {},
         weights=weights or {},
         shadow_version=None,
+        ordered=False,
         active=active,
         created_at=0.0,
         updated_at=0.0,
