@@ -106,7 +106,6 @@ class Router:
         self.runs: dict[str, _Run] = {}
         self.ordered: dict[tuple[str, str], deque[_Run]] = {}  # per key: head runs, rest wait
         self.assigned: set[TopicPartition] = set()
-        self.repeats_below: dict[TopicPartition, int] = {}
         self.tracker = OffsetTracker()
         self.table = TriggerTable(store.routing_snapshot())
         self.writer = RecordWriter(store)
@@ -190,28 +189,16 @@ class Router:
                 await self._route(records)
 
     async def _note_assignment(self) -> None:
-        """Track rebalances: forget revoked partitions, note where new ones may hold repeats.
-
-        Records below a partition's end offset at the time it was assigned may have been
-        routed before (by this router or the partition's previous owner), so their runs are
-        checked against the state store; records after that are new and skip the lookup.
-        """
+        """Track rebalances: forget revoked partitions (their runs still finish), and keep
+        newly assigned ones paused while the router is full."""
         assigned = set(self.consumer.assignment())
         revoked = self.assigned - assigned
         if revoked:
             self.tracker.forget(sorted(revoked))
-            for tp in revoked:
-                self.repeats_below.pop(tp, None)
             self.counters["partitions_revoked"] += len(revoked)
         added = assigned - self.assigned
-        if added:
-            if self.paused:
-                self.consumer.pause(sorted(added))
-            for topic in {t for t, _ in added}:
-                ends = await asyncio.to_thread(self.bus.end_offsets, topic)
-                for t, partition in added:
-                    if t == topic:
-                        self.repeats_below[(t, partition)] = ends.get(partition, 0)
+        if added and self.paused:
+            self.consumer.pause(sorted(added))
         self.assigned = assigned
 
     def _apply_backpressure(self) -> None:
@@ -244,13 +231,9 @@ class Router:
         if dead:
             self.counters["dead_lettered"] += len(dead)
             await self.bus.produce_async(self.settings.deadletter_topic, dead)
-        maybe_repeats = [
-            run.spec.run_id
-            for record, runs in per_record
-            if record.offset < self.repeats_below.get((record.topic, record.partition), 1 << 62)
-            for run in runs
-        ]
-        finished = await self._already_finished(maybe_repeats)
+        # a redelivered record, or the same event published twice: runs that already finished
+        # are not run again (one indexed lookup per poll)
+        finished = await self._already_finished([r.spec.run_id for r in new_runs])
         live: list[_Run] = []
         for record, runs in per_record:
             tp = (record.topic, record.partition)
@@ -432,19 +415,21 @@ class Router:
 
     async def _run_batch(self, pool: VersionPool, batch: list[_Run]) -> None:
         started = time.time()
-        running = RunStatus.RUNNING.value
-        self.writer.submit(
-            "update_runs",
-            [
-                {
-                    "id": r.spec.run_id,
-                    "status": running,
-                    "started_at": started,
-                    "attempt": r.spec.attempt,
-                }
-                for r in batch
-            ],
-        )
+        if len(batch) == 1:
+            # Batches of several runs only form for runs of a few ms: for those, a "running"
+            # record would be stale before anyone could read it, so only the result is written.
+            (run,) = batch
+            self.writer.submit(
+                "update_runs",
+                [
+                    {
+                        "id": run.spec.run_id,
+                        "status": RunStatus.RUNNING.value,
+                        "started_at": started,
+                        "attempt": run.spec.attempt,
+                    }
+                ],
+            )
         specs = [r.spec for r in batch]
         try:
             outcome: BatchOutcome = await pool.run_batch(specs)
