@@ -12,7 +12,7 @@ In one run, on the same events (CloudEvents, structured JSON, ~250 bytes):
    actors) during 3.
 
 Writes ``bench/results/latest.json`` and prints a table. Uses the broker at
-``FXRAY_KAFKA_BOOTSTRAP`` or starts a noida-db broker of its own (and stops it).
+``FXRAY_KAFKA_BOOTSTRAP`` or starts a fresh noida-db broker for each phase (and stops it).
 
 Run: ``make bench`` or ``.venv/bin/python bench/run.py [--events N]``.
 """
@@ -20,6 +20,7 @@ Run: ``make bench`` or ``.venv/bin/python bench/run.py [--events N]``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -30,6 +31,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -61,46 +63,48 @@ def trivial(event: dict[str, Any]) -> int:
 # -- broker --------------------------------------------------------------------------------------
 
 
-def start_broker(work: Path) -> tuple[str, subprocess.Popen[bytes] | None]:
+@contextlib.contextmanager
+def broker(work: Path) -> Iterator[str]:
+    """A Kafka broker for one phase: ``FXRAY_KAFKA_BOOTSTRAP`` if set, else a fresh noida-db.
+
+    noida-db rewrites its whole store on every write, so a store filled by one phase would
+    slow the next; each phase gets an empty one (a real Kafka has no such effect).
+    """
     bootstrap = os.environ.get("FXRAY_KAFKA_BOOTSTRAP")
     if bootstrap:
-        return bootstrap, None
+        yield bootstrap
+        return
     import noida_db
 
     binary = Path(noida_db.__file__).parent / "noida-db"
     binary.chmod(0o755)
-    port = 19000 + os.getpid() % 900
-    data = work / "kafka"
-    data.mkdir()
-    log = open(work / "broker.log", "wb")  # noqa: SIM115 - lives as long as the broker
-    proc = subprocess.Popen(
-        [
-            str(binary),
-            "start",
-            "--only",
-            "kafka",
-            "--host",
-            "127.0.0.1",
-            "--kafka-port",
-            str(port),
-            "--data-dir",
-            str(data),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    bootstrap = f"127.0.0.1:{port}"
-    bus = KafkaBus(bootstrap)
-    deadline = time.monotonic() + 20
-    while True:
+    port = 19000 + (os.getpid() + int(time.time())) % 900
+    data = Path(tempfile.mkdtemp(prefix="kafka", dir=work))
+    with open(data / "broker.log", "wb") as log:
+        proc = subprocess.Popen(
+            [str(binary), "start", "--only", "kafka", "--host", "127.0.0.1",
+             "--kafka-port", str(port), "--data-dir", str(data)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
         try:
-            bus.ensure_topic("bench.probe", 1)
-            break
-        except Exception:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("the benchmark's Kafka broker did not start") from None
-            time.sleep(0.2)
-    return bootstrap, proc
+            bootstrap = f"127.0.0.1:{port}"
+            bus = KafkaBus(bootstrap)
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    bus.ensure_topic("bench.probe", 1)
+                    break
+                except Exception:
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        raise RuntimeError("the benchmark's Kafka broker did not start") from None
+                    time.sleep(0.2)
+            yield bootstrap
+        finally:
+            proc.terminate()
+            proc.wait(10)
+            shutil.rmtree(data, ignore_errors=True)
 
 
 def produce(bootstrap: str, topic: str, events: list[dict[str, Any]]) -> None:
@@ -301,6 +305,25 @@ def bench_latency(
     }
 
 
+@contextlib.contextmanager
+def _platform(work: Path, bootstrap: str) -> Iterator[Platform]:
+    """A platform on ``bootstrap`` with the trivial service deployed and warm."""
+    tag = uuid.uuid4().hex[:6]
+    settings = Settings(
+        home=work / f"home-{tag}",
+        instance=f"b{tag}",
+        event_bus="kafka",
+        kafka_bootstrap=bootstrap,
+        events_topic=f"bench.events.{tag}",
+        deadletter_topic=f"bench.dlq.{tag}",
+    )
+    with Platform(settings) as platform:
+        platform.deploy(_service(work))
+        warm = platform.send("bench.ping", {"i": -1})
+        platform.wait_for_runs(event_id=warm["id"], timeout=120)
+        yield platform
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -313,54 +336,33 @@ def main() -> int:
         os.environ.setdefault(name, value)
     work = Path(tempfile.mkdtemp(prefix="fxb"))
     os.environ.setdefault("RAY_TMPDIR", str(work / "ray"))
-    broker = None
     result: dict[str, Any] = {"events": args.events}
     try:
-        bootstrap, broker = start_broker(work)
-        print(f"broker {bootstrap}; {args.events} events per phase", flush=True)
-        result["kafka_consume_eps"] = round(bench_consume(bootstrap, args.events), 1)
-        print(
-            f"1. plain confluent-kafka consume   {result['kafka_consume_eps']:>10,.0f} ev/s",
-            flush=True,
-        )
+        print(f"{args.events} events per phase; a fresh broker per phase", flush=True)
+        with broker(work) as bootstrap:
+            result["kafka_consume_eps"] = round(bench_consume(bootstrap, args.events), 1)
+        print(f"1. plain confluent-kafka consume   {result['kafka_consume_eps']:>10,.0f} ev/s")
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-        result["naive_ray_eps"] = round(bench_naive(bootstrap, args.events), 1)
-        print(
-            f"2. naive: one actor call per event {result['naive_ray_eps']:>10,.0f} ev/s", flush=True
-        )
-        settings = Settings(
-            home=work / "home",
-            instance=f"b{uuid.uuid4().hex[:6]}",
-            event_bus="kafka",
-            kafka_bootstrap=bootstrap,
-            events_topic=f"bench.events.{uuid.uuid4().hex[:6]}",
-            deadletter_topic=f"bench.dlq.{uuid.uuid4().hex[:6]}",
-        )
-        with Platform(settings) as platform:
-            platform.deploy(_service(work))
-            warm = platform.send("bench.ping", {"i": -1})
-            platform.wait_for_runs(event_id=warm["id"], timeout=120)
+        with broker(work) as bootstrap:
+            result["naive_ray_eps"] = round(bench_naive(bootstrap, args.events), 1)
+        print(f"2. naive: one actor call per event {result['naive_ray_eps']:>10,.0f} ev/s")
+        with broker(work) as bootstrap, _platform(work, bootstrap) as platform:
             eps, peak = bench_fxray(platform, bootstrap, args.events)
-            result["fxray_eps"] = round(eps, 1)
-            result["peak_rss_mb"] = round(peak, 1)
+        result["fxray_eps"] = round(eps, 1)
+        result["peak_rss_mb"] = round(peak, 1)
+        print(f"3. fxray end to end                {eps:>10,.0f} ev/s  (peak RSS {peak:.0f} MB)")
+        result["latency_ms"] = {}
+        for rate in (int(r) for r in args.rates.split(",")):
+            with broker(work) as bootstrap, _platform(work, bootstrap) as platform:
+                figures = bench_latency(platform, bootstrap, rate, args.seconds)
+            result["latency_ms"][str(rate)] = figures
             print(
-                f"3. fxray end to end                {eps:>10,.0f} ev/s  (peak RSS {peak:.0f} MB)",
+                f"4. latency at {rate:>5} ev/s  p50 {figures['p50']:7.2f} ms  "
+                f"p95 {figures['p95']:7.2f} ms  p99 {figures['p99']:7.2f} ms",
                 flush=True,
             )
-            result["latency_ms"] = {}
-            for rate in (int(r) for r in args.rates.split(",")):
-                figures = bench_latency(platform, bootstrap, rate, args.seconds)
-                result["latency_ms"][str(rate)] = figures
-                print(
-                    f"4. latency at {rate:>5} ev/s  p50 {figures['p50']:7.2f} ms  "
-                    f"p95 {figures['p95']:7.2f} ms  p99 {figures['p99']:7.2f} ms",
-                    flush=True,
-                )
         ray.shutdown()
     finally:
-        if broker is not None:
-            broker.terminate()
-            broker.wait(10)
         shutil.rmtree(work, ignore_errors=True)
     result["fxray_vs_naive"] = round(result["fxray_eps"] / result["naive_ray_eps"], 2)
     result["machine"] = {

@@ -549,7 +549,12 @@ def _make_bus(settings: Settings) -> EventBus:
     if settings.event_bus == "kafka":
         from fxray.bus.kafka import KafkaBus
 
-        return KafkaBus(settings.kafka_bootstrap, default_partitions=settings.bus_partitions)
+        return KafkaBus(
+            settings.kafka_bootstrap,
+            default_partitions=settings.bus_partitions,
+            producer_config=settings.kafka_producer_config,
+            consumer_config=settings.kafka_consumer_config,
+        )
     from fxray.bus.embedded import EmbeddedBus
 
     return EmbeddedBus.start(

@@ -46,6 +46,12 @@ class Settings(BaseSettings):
     database_url: str = Field(default="", description="SQLAlchemy URL; default SQLite in home.")
     event_bus: Literal["embedded", "kafka"] = "embedded"
     kafka_bootstrap: str = Field(default="127.0.0.1:9092", description="Kafka bootstrap servers.")
+    kafka_producer_config: dict[str, Any] = Field(
+        default_factory=dict, description="librdkafka producer properties (e.g. security)."
+    )
+    kafka_consumer_config: dict[str, Any] = Field(
+        default_factory=dict, description="librdkafka consumer properties (e.g. security)."
+    )
     package_store: Literal["local"] = "local"
     kv_store: Literal["local"] = "local"
 

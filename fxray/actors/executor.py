@@ -11,6 +11,7 @@ A script that kills the process ends the call with ``RayActorError``; the pool h
 from __future__ import annotations
 
 import ctypes
+import gc
 import json
 import os
 import sys
@@ -82,6 +83,7 @@ class ExecutorActor:
         self._current: _Current | None = None
         self._runs_done = 0
         runner.install_capture()
+        tune_gc()
 
     def ping(self) -> dict[str, Any]:
         return {
@@ -210,6 +212,14 @@ class ExecutorActor:
             **(get_json(self.kv, secrets_key(self.service)) or {}),
         }
         return config, secrets
+
+
+def tune_gc() -> None:
+    """Fewer, cheaper garbage collections in a long-lived worker that allocates per event:
+    what is loaded at start-up is frozen out of collection, and young-generation collections
+    run every 20,000 allocations instead of 700."""
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
 
 
 def _read_json_file(path: Path) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from typing import Any
 
 from fxray import events as ev
 from fxray.actors.envs import EnvBuildError
-from fxray.actors.executor import BatchOutcome
+from fxray.actors.executor import BatchOutcome, tune_gc
 from fxray.actors.pool import ExecutorCrashed, ExecutorPools, VersionPool
 from fxray.bus import EventBus, OutgoingRecord, Record, TopicPartition
 from fxray.kv import KVStore
@@ -125,6 +125,7 @@ class Router:
         if self.running:
             return self.router_id
         self.running = True
+        tune_gc()
         await asyncio.to_thread(self._open_consumer)
         loops = [self._consume_loop, self._dispatch_loop, self._commit_loop, self._refresh_loop]
         loops.append(self._reap_loop)

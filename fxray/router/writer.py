@@ -33,9 +33,10 @@ class _Write:
 class RecordWriter:
     """Writes rows through a :class:`StateStore` from one background thread."""
 
-    def __init__(self, store: StateStore, max_batch: int = 5000) -> None:
+    def __init__(self, store: StateStore, max_batch: int = 5000, linger_s: float = 0.02) -> None:
         self.store = store
         self.max_batch = max_batch
+        self.linger_s = linger_s
         self._queue: queue.Queue[_Write | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="fxray-writer", daemon=True)
         self._thread.start()
@@ -64,6 +65,8 @@ class RecordWriter:
             first = self._queue.get()
             if first is None:
                 return
+            if first.kind == "insert_runs" and self.linger_s:
+                time.sleep(self.linger_s)  # let fast runs' results catch up with their inserts
             batch = [first]
             size = len(first.rows)
             stop = False
@@ -85,16 +88,18 @@ class RecordWriter:
         error: BaseException | None = None
         for attempt in range(5):
             try:
-                for kind in _KINDS:
-                    rows = [row for w in batch if w.kind == kind for row in w.rows]
-                    if not rows:
-                        continue
-                    if kind == "events":
-                        self.store.record_events(rows)
-                    elif kind == "insert_runs":
-                        self.store.insert_runs(rows)
-                    else:
-                        self.store.update_runs(coalesce(rows))
+                by_kind = {k: [r for w in batch if w.kind == k for r in w.rows] for k in _KINDS}
+                inserts, upserts, updates = merge_runs(
+                    by_kind["insert_runs"], coalesce(by_kind["update_runs"])
+                )
+                if by_kind["events"]:
+                    self.store.record_events(by_kind["events"])
+                if inserts:
+                    self.store.insert_runs(inserts)
+                if upserts:
+                    self.store.upsert_runs(upserts)
+                if updates:
+                    self.store.update_runs(updates)
                 error = None
                 break
             except Exception as exc:  # the database is busy or away: back off, then retry
@@ -105,6 +110,26 @@ class RecordWriter:
         for w in batch:
             if w.future is not None and w.loop is not None:
                 w.loop.call_soon_threadsafe(_resolve, w.future, error)
+
+
+def merge_runs(
+    inserts: list[dict[str, Any]], updates: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Fold updates into the inserts of the same runs: (inserts, upserts, other updates).
+
+    A run routed and finished within one flush is written once, as an upsert (the upsert also
+    covers a row left by an earlier router, where a plain insert would be ignored).
+    """
+    pending = {row["id"]: row for row in inserts}
+    upserts: dict[str, dict[str, Any]] = {}
+    rest = []
+    for update in updates:
+        row = pending.pop(update["id"], None)
+        if row is None:
+            rest.append(update)
+        else:
+            upserts[update["id"]] = {**row, **update}
+    return list(pending.values()), list(upserts.values()), rest
 
 
 def coalesce(updates: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -354,6 +354,26 @@ class StateStore:
             with self.session() as s:
                 s.connection().execute(self._insert_ignore(RunRow), rows)
 
+    def upsert_runs(self, runs: Iterable[dict[str, Any]]) -> None:
+        """Insert whole run rows, or overwrite the given fields where the run exists."""
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for row in runs:
+            groups.setdefault(tuple(sorted(row)), []).append(row)
+        if not groups:
+            return
+        table = RunRow.__table__
+        dialect = self.engine.dialect.name
+        module = postgresql if dialect == "postgresql" else sqlite
+        with self.session() as s:
+            for fields, rows in groups.items():
+                statement = module.insert(table)
+                keep = ("id", "created_at")
+                statement = statement.on_conflict_do_update(
+                    index_elements=["id"],
+                    set_={f: statement.excluded[f] for f in fields if f not in keep},
+                )
+                s.connection().execute(statement, rows)
+
     def update_runs(self, changes: Iterable[dict[str, Any]]) -> None:
         """Apply per-run changes, in order; each dict has ``id`` plus the fields to set.
 

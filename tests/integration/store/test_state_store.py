@@ -134,3 +134,32 @@ def test_events_are_kept_once_and_grouped_by_correlation(store: StateStore) -> N
         root["id"],
         child["id"],
     ]
+
+
+def test_upsert_runs_inserts_or_overwrites(store: StateStore) -> None:
+    _service(store)
+    base = {
+        "service": "svc",
+        "version_id": "svc@x",
+        "trigger_id": "t",
+        "event_id": "e",
+        "event_type": "x.y",
+        "correlation_id": "e",
+        "priority": 5,
+        "attempt": 1,
+        "shadow": False,
+        "created_at": 1.0,
+        "steps": [],
+        "logs": [],
+    }
+    existing = {**base, "id": "r1", "status": "running"}
+    store.insert_runs([existing])
+    store.upsert_runs(
+        [
+            {**base, "id": "r1", "status": "succeeded", "created_at": 9.0, "finished_at": 2.0},
+            {**base, "id": "r2", "status": "failed", "created_at": 3.0, "finished_at": 4.0},
+        ]
+    )
+    first, second = store.get_run("r1"), store.get_run("r2")
+    assert (first.status, first.finished_at, first.created_at) == ("succeeded", 2.0, 1.0)
+    assert (second.status, second.created_at) == ("failed", 3.0)
