@@ -21,16 +21,11 @@ import ray
 
 from fxray import Platform, Settings
 from fxray import events as ev
+from fxray.platform import apply_ray_env_defaults
 
 RESULTS = Path(__file__).parent / "results"
 
-for name, value in {
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "RAY_AUTH_MODE": "disabled",
-    "RAY_DEDUP_LOGS": "0",
-    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-}.items():
-    os.environ.setdefault(name, value)
+apply_ray_env_defaults()
 
 
 def main() -> int:

@@ -43,15 +43,10 @@ from sqlalchemy import select
 from fxray import Platform, Settings
 from fxray import events as ev
 from fxray.bus.kafka import KafkaBus
+from fxray.platform import apply_ray_env_defaults
 from fxray.store.models import EventRow, RunRow
 
 RESULTS = Path(__file__).parent / "results"
-RAY_ENV = {
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "RAY_AUTH_MODE": "disabled",
-    "RAY_DEDUP_LOGS": "0",
-    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-}
 TRIVIAL = "from fxray import context\nvalue = context.params.get('i')\n"
 
 
@@ -123,10 +118,8 @@ def make_events(n: int, type_: str = "bench.ping") -> list[dict[str, Any]]:
 # -- 1. the limit --------------------------------------------------------------------------------
 
 
-def bench_consume(bootstrap: str, n: int) -> float:
-    topic = f"bench.consume.{uuid.uuid4().hex[:6]}"
-    KafkaBus(bootstrap).ensure_topic(topic, 4)
-    produce(bootstrap, topic, make_events(n))
+def _consumer(bootstrap: str, topic: str) -> Consumer:
+    """A consumer of ``topic`` from its start, in a group of its own."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -136,6 +129,14 @@ def bench_consume(bootstrap: str, n: int) -> float:
         }
     )
     consumer.subscribe([topic])
+    return consumer
+
+
+def bench_consume(bootstrap: str, n: int) -> float:
+    topic = f"bench.consume.{uuid.uuid4().hex[:6]}"
+    KafkaBus(bootstrap).ensure_topic(topic, 4)
+    produce(bootstrap, topic, make_events(n))
+    consumer = _consumer(bootstrap, topic)
     got = 0
     started = None
     while got < n:
@@ -163,15 +164,7 @@ def bench_naive(bootstrap: str, n: int, window: int = 1000) -> float:
     produce(bootstrap, topic, make_events(n))
     workers = [NaiveWorker.remote() for _ in range(2)]
     ray.get([w.handle.remote(ev.to_json(ev.new_event("x", {"i": 0}))) for w in workers])
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"bench-{uuid.uuid4().hex[:6]}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    consumer.subscribe([topic])
+    consumer = _consumer(bootstrap, topic)
     in_flight: list[Any] = []
     done = sent = 0
     started = None
@@ -332,8 +325,7 @@ def main() -> int:
     parser.add_argument("--rates", default="200,1000", help="offered loads for latency, events/s")
     parser.add_argument("--seconds", type=float, default=5.0, help="per offered load")
     args = parser.parse_args()
-    for name, value in RAY_ENV.items():
-        os.environ.setdefault(name, value)
+    apply_ray_env_defaults()
     work = Path(tempfile.mkdtemp(prefix="fxb"))
     os.environ.setdefault("RAY_TMPDIR", str(work / "ray"))
     result: dict[str, Any] = {"events": args.events}

@@ -29,17 +29,13 @@ from pathlib import Path
 
 import ray
 
+from fxray.platform import apply_ray_env_defaults
+
 REQUIREMENT = "tabulate==0.9.0"
 SCRIPT = "import tabulate\nfrom fxray import context\ncontext.result = tabulate.__version__\n"
 RESULTS = Path(__file__).parent / "results"
 
-for name, value in {
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "RAY_AUTH_MODE": "disabled",
-    "RAY_DEDUP_LOGS": "0",
-    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-}.items():
-    os.environ.setdefault(name, value)
+apply_ray_env_defaults()
 
 
 def _service(root: Path, tag: str) -> Path:

@@ -58,6 +58,13 @@ RAY_ENV_DEFAULTS = {
 }
 
 
+def apply_ray_env_defaults() -> None:
+    """Ray settings fxray relies on (no usage stats, no token auth on a local cluster, ...),
+    unless the environment says otherwise."""
+    for name, value in RAY_ENV_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+
+
 class PlatformError(RuntimeError):
     """An operator request the platform refuses; the message says why."""
 
@@ -142,8 +149,7 @@ class Platform:
     def _init_ray(self) -> None:
         if ray.is_initialized():
             return
-        for name, value in RAY_ENV_DEFAULTS.items():
-            os.environ.setdefault(name, value)
+        apply_ray_env_defaults()
         ray.init(
             address=self.settings.ray_address,
             num_cpus=self.settings.ray_num_cpus,

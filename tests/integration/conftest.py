@@ -15,14 +15,9 @@ import pytest
 import ray
 
 from fxray import Platform, Settings
+from fxray.platform import apply_ray_env_defaults
 
-for _name, _value in {
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "RAY_AUTH_MODE": "disabled",
-    "RAY_DEDUP_LOGS": "0",
-    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-}.items():
-    os.environ.setdefault(_name, _value)
+apply_ray_env_defaults()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
