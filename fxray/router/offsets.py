@@ -65,6 +65,12 @@ class OffsetTracker:
             part = self._parts.setdefault(tp, _Partition())
             part.committed = offset
 
+    def recommit(self) -> None:
+        """Offer every partition's offset again at the next :meth:`committable` (a commit the
+        broker dropped during a rebalance would otherwise wait for the next record)."""
+        for part in self._parts.values():
+            part.committed = None
+
     def forget(self, partitions: list[TopicPartition]) -> None:
         """Drop partitions this router no longer owns (after a rebalance)."""
         for tp in partitions:

@@ -553,8 +553,12 @@ class Router:
     # -- commit, refresh, reap, schedule ------------------------------------------------------
 
     async def _commit_loop(self) -> None:
+        ticks = 0
         while self.running:
             await asyncio.sleep(0.2)
+            ticks += 1
+            if ticks % 25 == 0:  # every 5 s, commit again what may have been dropped
+                self.tracker.recommit()
             await self._commit()
 
     async def _commit(self) -> None:

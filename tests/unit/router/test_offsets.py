@@ -217,3 +217,13 @@ def test_committed_offset_never_passes_an_unfinished_one(
     assert tracker.in_flight() == 0
     assert committed == len(runs)  # finally one past the last offset
     assert tracker.committable() == {}
+
+
+def test_recommit_offers_unchanged_offsets_again() -> None:
+    tracker = OffsetTracker()
+    tracker.track(("t", 0), 4, 0)
+    assert tracker.committable() == {("t", 0): 5}
+    tracker.mark_committed({("t", 0): 5})
+    assert tracker.committable() == {}
+    tracker.recommit()
+    assert tracker.committable() == {("t", 0): 5}
