@@ -69,7 +69,7 @@ class _Run:
 
 
 class Router:
-    """The router; created as a Ray actor by :func:`start_router`."""
+    """The router; each runs as a Ray actor started by :meth:`fxray.Platform.add_router`."""
 
     def __init__(
         self,
