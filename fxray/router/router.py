@@ -252,7 +252,7 @@ class Router:
             self.runs[run.spec.run_id] = run
             self._enqueue(run)
         if live:
-            self.wakeup.set()
+            self._dispatch()  # now, not on the dispatch loop's next turn: latency
 
     def _enqueue(self, run: _Run) -> None:
         """Queue a new run; a run of an ordered trigger waits behind its key's earlier runs."""
@@ -474,7 +474,7 @@ class Router:
                     ),
                 )
             return
-        self.wakeup.set()  # the executor is free again: refill it before recording
+        self._dispatch()  # the executor is free again: refill it before recording
         by_id = {r.spec.run_id: r for r in batch}
         durations = [r.finished_at - r.started_at for r in outcome.results]
         if durations:
