@@ -19,6 +19,7 @@ import ray
 
 from fxray.bus import OutgoingRecord
 from fxray.bus.embedded import EmbeddedBus
+from fxray.platform import apply_ray_env_defaults
 
 BATCH = 500
 
@@ -30,13 +31,7 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=4)
     args = parser.parse_args()
 
-    for var, value in {
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "RAY_AUTH_MODE": "disabled",
-        "RAY_DEDUP_LOGS": "0",
-        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-    }.items():
-        os.environ.setdefault(var, value)
+    apply_ray_env_defaults()
     own_tmp = None
     if "RAY_TMPDIR" not in os.environ:
         own_tmp = os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="fxr", dir="/tmp")

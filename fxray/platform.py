@@ -20,6 +20,7 @@ import uuid
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -302,13 +303,16 @@ class Platform:
 
     def update_trigger(self, trigger_id: str, **changes: Any) -> TriggerRecord:
         store = self._require()[0]
-        trigger = next((t for t in store.list_triggers() if t.id == trigger_id), None)
-        if trigger is None:
-            raise NotFound(f"no trigger {trigger_id!r}")
-        if "weights" in changes:
-            changes["weights"] = self._resolve_weights(trigger.service, changes["weights"] or {})
-        if "pattern" in changes:
-            validate_pattern(changes["pattern"])
+        trigger = store.get_trigger(trigger_id)
+        try:
+            if "weights" in changes:
+                changes["weights"] = self._resolve_weights(
+                    trigger.service, changes["weights"] or {}
+                )
+            if "pattern" in changes:
+                validate_pattern(changes["pattern"])
+        except ValueError as exc:
+            raise PlatformError(str(exc)) from exc
         record = store.update_trigger(trigger_id, **changes)
         self.refresh()
         return record
@@ -527,8 +531,6 @@ def _is_final(run: RunRecord) -> bool:
 def _trace_order(item: dict[str, Any]) -> tuple[float, int]:
     if item["kind"] == "run":
         return (item["run"].created_at, 1)
-    from datetime import datetime
-
     stamp = item["time"]
     when = datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() if stamp else 0.0
     return (when, 0)

@@ -39,7 +39,7 @@ from fxray.router.triggers import Match, TriggerTable
 from fxray.router.writer import RecordWriter
 from fxray.runs import RunResult, RunSpec, RunStatus
 from fxray.settings import Settings
-from fxray.store import StateStore, VersionRecord
+from fxray.store import StateStore, TriggerRecord, VersionRecord
 
 log = logging.getLogger("fxray.router")
 
@@ -326,8 +326,6 @@ class Router:
             self.counters["target_skipped"] += 1
             return []
         trigger_id = MANUAL_TRIGGER if event["type"] == ev.MANUAL_RUN else SCHEDULE_TRIGGER
-        from fxray.store import TriggerRecord
-
         pseudo = TriggerRecord(
             trigger_id, event["type"], service_name, {}, {}, None, False, True, 0, 0
         )

@@ -302,6 +302,13 @@ class StateStore:
             s.flush()
             return _record(TriggerRecord, row)
 
+    def get_trigger(self, trigger_id: str) -> TriggerRecord:
+        with self.session() as s:
+            row = s.get(TriggerRow, trigger_id)
+            if row is None:
+                raise NotFound(f"no trigger {trigger_id!r}")
+            return _record(TriggerRecord, row)
+
     def update_trigger(self, trigger_id: str, **changes: Any) -> TriggerRecord:
         allowed = {"pattern", "filters", "weights", "shadow_version", "ordered", "active"}
         unknown = set(changes) - allowed
