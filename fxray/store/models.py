@@ -1,4 +1,9 @@
-"""SQLAlchemy 2 tables for the management state: services, versions, triggers, runs, events."""
+"""SQLAlchemy 2 tables for the management state: services, versions, triggers, runs, events,
+and the Management API's projects, API keys, webhooks, mappings, schedules and event catalog.
+
+The schema is made by the Alembic migrations in ``fxray/store/migrations``; a change here needs
+a new migration (a unit test compares the two).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Float,
     ForeignKey,
@@ -35,6 +41,9 @@ class ServiceRow(Base):
     max_concurrency: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
+    project: Mapped[str] = mapped_column(
+        String(64), default="default", server_default="default", index=True
+    )
 
 
 class VersionRow(Base):
@@ -119,3 +128,94 @@ class MetaRow(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ProjectRow(Base):
+    __tablename__ = "projects"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class ApiKeyRow(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    project: Mapped[str | None] = mapped_column(String(64), nullable=True)  # None: platform-wide
+    role: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(128))
+    # sha256 hex of the token: tokens carry 32 random bytes, so a fast unsalted hash is enough
+    # (nothing to brute-force); slow password hashes are for low-entropy secrets.
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    last_used_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class WebhookRow(Base):
+    __tablename__ = "webhooks"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    project: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(128))
+    event_type: Mapped[str] = mapped_column(String(255))
+    source: Mapped[str] = mapped_column(String(255))
+    secret: Mapped[str] = mapped_column(Text)  # verifies HMAC signatures; never listed
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class MappingRow(Base):
+    __tablename__ = "mappings"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    project: Mapped[str] = mapped_column(String(64))
+    source_type: Mapped[str] = mapped_column(String(255), index=True)
+    target_type: Mapped[str] = mapped_column(String(255))
+    fields: Mapped[list[Any]] = mapped_column(JSON, default=list)  # [{"from", "to", "op"}]
+    map_all: Mapped[bool] = mapped_column(Boolean, default=False)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class ScheduleRow(Base):
+    __tablename__ = "schedules"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    service: Mapped[str] = mapped_column(
+        ForeignKey("services.name", ondelete="CASCADE"), index=True
+    )
+    cron: Mapped[str] = mapped_column(String(128))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    origin: Mapped[str] = mapped_column(String(16))  # manifest | api
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    next_fire_at: Mapped[float] = mapped_column(Float, index=True)
+    skip_next: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_fired_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class EventTypeRow(Base):
+    __tablename__ = "event_types"
+
+    type: Mapped[str] = mapped_column(String(255), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+    first_seen: Mapped[float] = mapped_column(Float)
+    last_seen: Mapped[float] = mapped_column(Float)
+    schema: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    schema_version: Mapped[int] = mapped_column(Integer, default=0)
+    emitters: Mapped[list[Any]] = mapped_column(JSON, default=list)
+
+
+class SchemaChangeRow(Base):
+    __tablename__ = "schema_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    type: Mapped[str] = mapped_column(String(255), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    schema: Mapped[dict[str, Any]] = mapped_column(JSON)
+    changes: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    at: Mapped[float] = mapped_column(Float)
