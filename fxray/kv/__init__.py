@@ -9,6 +9,10 @@ Key layout (all keys live under :data:`ROOT`)::
     fxray/services/<service>/config        service configuration (JSON)
     fxray/services/<service>/secrets       service secrets (JSON)
     fxray/services/<service>/state/<key>   persistent state of a service (JSON, one value a key)
+    fxray/settings                         the platform's settings, redacted (Consul only)
+
+Stores may place these logical keys differently: :class:`~fxray.kv.consul.ConsulKV` puts them
+under ``fxray/<instance>/`` and the secrets in a subtree of their own (see docs/consul.md).
 
 Build keys with :func:`service_key` (or :func:`config_key`, :func:`secrets_key`,
 :func:`state_prefix`); each part is one path segment, so it may be neither empty nor
@@ -32,6 +36,7 @@ __all__ = [
     "ROOT",
     "SECRETS",
     "SERVICES_PREFIX",
+    "SETTINGS_KEY",
     "STATE",
     "KVEntry",
     "KVStore",
@@ -54,6 +59,7 @@ SERVICES_PREFIX = f"{ROOT}/services/"
 CONFIG = "config"
 SECRETS = "secrets"
 STATE = "state"
+SETTINGS_KEY = f"{ROOT}/settings"
 
 
 @dataclass(frozen=True, slots=True)
