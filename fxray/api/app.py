@@ -1,0 +1,85 @@
+"""The FastAPI application: ``create_app(platform)``; served by ``fxray up``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import ray
+import ray._private.worker
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from fxray import __version__
+from fxray.api.auth import Caller
+from fxray.api.errors import error_response, install_error_handlers
+from fxray.api.metrics import install_metrics
+from fxray.api.routes import assets, catalog, events, projects, runs, schedules, services, triggers
+
+if TYPE_CHECKING:
+    from fxray.platform import Platform
+
+API_PREFIX = "/api/v1"
+
+DESCRIPTION = """\
+Manage an fxray installation: projects and API keys, services and their versions, triggers
+(late linking, A/B weights, shadow versions), event mappings, events in (CloudEvents HTTP
+binding, signed webhooks), runs (manual, cancel, priority, replay, logs), schedules, the event
+catalog, traces and A/B reports.
+
+Every endpoint but `/api/v1/health` needs an API key: `Authorization: Bearer <key>` or
+`X-API-Key: <key>`. Errors are JSON: `{"error": {"code", "message", "problems"?}}`.
+"""
+
+
+def create_app(platform: Platform) -> FastAPI:
+    """The API over a started :class:`fxray.Platform`."""
+    from fxray.platform import PlatformError
+
+    app = FastAPI(
+        title="fxray",
+        version=__version__,
+        description=DESCRIPTION,
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.platform = platform
+    app.state.store = platform.store
+    install_error_handlers(app)
+    install_metrics(app, platform)  # GET /metrics (Prometheus), request counts
+
+    @app.exception_handler(PlatformError)
+    async def _refused(_: Request, exc: PlatformError) -> JSONResponse:
+        return error_response(422, str(exc))
+
+    @app.get(f"{API_PREFIX}/health", tags=["platform"])
+    def health() -> dict[str, Any]:
+        """Liveness: no key needed."""
+        return {"status": "ok", "version": __version__, "routers": len(platform.routers)}
+
+    @app.get(f"{API_PREFIX}/info", tags=["platform"])
+    def info(caller: Caller) -> dict[str, Any]:
+        """The installation: version, instance, links (Ray's dashboard), and who is calling."""
+        return {
+            "version": __version__,
+            "instance": platform.settings.instance,
+            "event_bus": platform.settings.event_bus,
+            "ray_dashboard": _dashboard_url(platform),
+            "caller": {"key_id": caller.key_id, "project": caller.project, "role": caller.role},
+        }
+
+    for module in (projects, services, triggers, events, runs, schedules, catalog, assets):
+        app.include_router(module.router, prefix=API_PREFIX)
+    return app
+
+
+def _dashboard_url(platform: Platform) -> str | None:
+    if platform.settings.ray_dashboard_url:
+        return platform.settings.ray_dashboard_url
+    try:
+        url = ray._private.worker.get_dashboard_url() if ray.is_initialized() else None
+    except Exception:  # no dashboard (include_dashboard=False) or an older Ray
+        return None
+    if not url:
+        return None
+    return url if url.startswith("http") else f"http://{url}"

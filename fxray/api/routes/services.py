@@ -1,0 +1,506 @@
+"""/api/v1 routes: services, their versions and docs, and git repositories of services.
+
+A service is uploaded as a zip of its folder (multipart) or comes from a registered git
+repository (each top-level folder with a ``manifest.json``); either way each distinct content
+is one immutable version, and deploying the same content again changes nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
+from fastapi import Path as PathParam
+from pydantic import BaseModel, ConfigDict, Field
+
+from fxray import gitsync
+from fxray.api.auth import Caller, Principal, Role, require_project, visible_service
+from fxray.api.deps import PlatformDep, StoreDep
+from fxray.api.errors import ApiError, invalid, not_found
+from fxray.api.pagination import Page, Paging
+from fxray.api.routes.projects import NAME_PATTERN
+from fxray.api.uploads import limited_body, too_large
+from fxray.services.package import MAX_FILES, MAX_TOTAL_BYTES, load_package_bytes
+from fxray.store import NotFound, StateStore
+
+if TYPE_CHECKING:
+    from fxray.platform import Platform
+    from fxray.store import ServiceRecord, TriggerRecord, VersionRecord
+    from fxray.store.repositories import RepositoryRecord
+
+router = APIRouter(tags=["services"])
+
+MAX_UPLOAD_BYTES = MAX_TOTAL_BYTES
+"""Largest zip accepted; the request body may be a little larger (multipart framing)."""
+MAX_ZIP_ENTRIES = 10 * MAX_FILES
+"""Entries (files, folders, junk) a zip may list before it is refused unread."""
+
+SERVICE_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+LABEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$"
+VERSION_PATTERN = r"^[A-Za-z0-9@._+-]{1,200}$"
+REPOSITORY_ID_PATTERN = r"^[0-9a-f]{1,32}$"
+
+ServiceName = Annotated[str, PathParam(pattern=SERVICE_PATTERN, description="Service name")]
+VersionRef = Annotated[
+    str, PathParam(pattern=VERSION_PATTERN, description="Version id, label or hash prefix")
+]
+RepositoryId = Annotated[str, PathParam(pattern=REPOSITORY_ID_PATTERN)]
+
+
+# -- models -----------------------------------------------------------------------------------
+
+
+class ServiceOut(BaseModel):
+    name: str
+    project: str
+    description: str
+    tags: list[str]
+    active: bool
+    allow_manual_triggering: bool
+    priority: int
+    schedule: str | None
+    max_concurrency: int | None
+    latest_version: str | None = Field(description="Id of the newest version")
+    version_count: int
+    created_at: float
+    updated_at: float
+
+
+class VersionOut(BaseModel):
+    id: str
+    service: str
+    label: str | None
+    content_hash: str
+    requirements: list[str]
+    requirements_hash: str
+    deployed_by: str | None = Field(description="Id of the API key that deployed it")
+    created_at: float
+    steps: list[str]
+    manifest: dict[str, Any]
+
+
+class LinkedTrigger(BaseModel):
+    """A trigger a first deploy made from the manifest's ``trigger_events``."""
+
+    id: str
+    pattern: str
+    service: str
+    active: bool
+
+
+class DeployOut(BaseModel):
+    service: ServiceOut
+    version: VersionOut
+    created: bool = Field(description="False when the same content was deployed before")
+    triggers: list[LinkedTrigger]
+
+
+class ServicePatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    active: bool | None = Field(default=None, description="Switch the service on or off")
+
+
+class DocsOut(BaseModel):
+    service: str
+    version: str
+    readme: str | None = Field(description="The package's README.md (markdown)")
+    parameters: list[Any] | None = Field(description="The package's parameters.json")
+
+
+class RepositoryIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(
+        min_length=1,
+        max_length=gitsync.MAX_URL_LENGTH,
+        description="https://..., ssh://... or git@host:path (file:// and local paths only "
+        "where the server allows them)",
+    )
+    ref: str = Field(
+        default="main",
+        min_length=1,
+        max_length=gitsync.MAX_REF_LENGTH,
+        description="Branch, tag, or full commit id",
+    )
+    project: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        description="Project of its services; default the key's own (required for a "
+        "platform-wide key)",
+    )
+
+
+class RepositoryOut(BaseModel):
+    id: str
+    project: str
+    url: str = Field(description="The URL, with any password replaced by ***")
+    ref: str
+    last_commit: str | None
+    last_synced_at: float | None
+    created_at: float
+
+
+class FolderOut(BaseModel):
+    """One top-level folder of a sync: deployed, or the problems that stopped it."""
+
+    folder: str
+    service: str | None = None
+    version: str | None = None
+    created: bool = False
+    problems: list[str] = Field(default_factory=list)
+
+
+class SyncOut(BaseModel):
+    repository: RepositoryOut
+    commit: str
+    results: list[FolderOut]
+
+
+def _service_out(store: StateStore, record: ServiceRecord) -> ServiceOut:
+    versions = store.list_versions(record.name)
+    return ServiceOut(
+        name=record.name,
+        project=record.project,
+        description=record.description,
+        tags=list(record.tags),
+        active=record.active,
+        allow_manual_triggering=record.allow_manual_triggering,
+        priority=record.priority,
+        schedule=record.schedule,
+        max_concurrency=record.max_concurrency,
+        latest_version=versions[-1].id if versions else None,
+        version_count=len(versions),
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+    )
+
+
+def _version_out(record: VersionRecord) -> VersionOut:
+    return VersionOut(
+        id=record.id,
+        service=record.service,
+        label=record.label,
+        content_hash=record.content_hash,
+        requirements=list(record.requirements),
+        requirements_hash=record.requirements_hash,
+        deployed_by=record.deployed_by,
+        created_at=record.created_at,
+        steps=record.steps,
+        manifest=dict(record.manifest),
+    )
+
+
+def _trigger_out(record: TriggerRecord) -> LinkedTrigger:
+    return LinkedTrigger(
+        id=record.id, pattern=record.pattern, service=record.service, active=record.active
+    )
+
+
+def _repository_out(record: RepositoryRecord) -> RepositoryOut:
+    return RepositoryOut(
+        id=record.id,
+        project=record.project,
+        url=gitsync.redact(record.url),
+        ref=record.ref,
+        last_commit=record.last_commit,
+        last_synced_at=record.last_synced_at,
+        created_at=record.created_at,
+    )
+
+
+# -- access -----------------------------------------------------------------------------------
+
+
+def _target_project(store: StateStore, caller: Principal, project: str | None) -> str:
+    """The project a write goes to: the one asked for, else the key's own; must exist."""
+    target = project or caller.project
+    if target is None:
+        raise invalid(
+            "a platform-wide key must name the project",
+            [{"location": "body.project", "message": "Field required"}],
+        )
+    require_project(caller, target, "developer")
+    try:
+        store.get_project(target)
+    except NotFound:
+        raise not_found(f"project {target!r}") from None
+    return target
+
+
+def _check_zip_listing(data: bytes) -> None:
+    """Refuse a zip listing more entries than :data:`MAX_ZIP_ENTRIES` before reading its
+    listing (each entry costs memory even when it is junk the package leaves out)."""
+    try:
+        end = zipfile._EndRecData(io.BytesIO(data))  # type: ignore[attr-defined]
+    except Exception:  # not a zip at all: load_package_bytes says so
+        return
+    if end is None:
+        return
+    entries = end[zipfile._ECD_ENTRIES_TOTAL]  # type: ignore[attr-defined]
+    if entries > MAX_ZIP_ENTRIES:
+        raise invalid(
+            "the service package is invalid",
+            [f"zip lists {entries} entries, more than the limit of {MAX_ZIP_ENTRIES}"],
+        )
+
+
+# -- services ---------------------------------------------------------------------------------
+
+
+@router.get("/services")
+def list_services(
+    caller: Caller,
+    store: StoreDep,
+    paging: Paging,
+    project: Annotated[
+        str | None,
+        Query(pattern=NAME_PATTERN, description="Only this project's (platform-wide key)"),
+    ] = None,
+    active: Annotated[bool | None, Query(description="Only active or inactive ones")] = None,
+    tag: Annotated[str | None, Query(max_length=128, description="Only with this tag")] = None,
+    q: Annotated[str | None, Query(max_length=64, description="Name contains this")] = None,
+) -> Page[ServiceOut]:
+    """The services this key can see, by name."""
+    services = [
+        s
+        for s in store.list_services(caller.scope(project))
+        if (active is None or s.active == active)
+        and (tag is None or tag in s.tags)
+        and (q is None or q.lower() in s.name)
+    ]
+    window = services[paging.offset : paging.offset + paging.limit]
+    return paging.page([_service_out(store, s) for s in window], total=len(services))
+
+
+def upload_service(
+    caller: Caller,
+    platform: PlatformDep,
+    store: StoreDep,
+    response: Response,
+    file: Annotated[
+        UploadFile,
+        File(description="A zip of the service folder (at the root or in one top folder)"),
+    ],
+    label: Annotated[
+        str | None, Form(pattern=LABEL_PATTERN, description="A name for the new version")
+    ] = None,
+    project: Annotated[
+        str | None,
+        Form(
+            pattern=NAME_PATTERN,
+            description="Default: the key's project (required for a platform-wide key)",
+        ),
+    ] = None,
+) -> DeployOut:
+    """Deploy a service from a zip (developer in the project).
+
+    Answers 201 with the new version, or 200 (``created: false``) when the same content was
+    deployed before. An invalid or unsafe package (paths escaping the folder, symlinks, too
+    large, too many files, an invalid manifest) answers 422 listing every problem; a body over
+    the size limit 413; a service name owned by another project 409.
+    """
+    target = _target_project(store, caller, project)
+    data = file.file.read(MAX_UPLOAD_BYTES + 1)
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise too_large(MAX_UPLOAD_BYTES, "upload")
+    _check_zip_listing(data)
+    deployment = platform.deploy(data, label=label, deployed_by=caller.key_id, project=target)
+    if not deployment.created:
+        response.status_code = status.HTTP_200_OK
+    return DeployOut(
+        service=_service_out(store, store.get_service(deployment.service.name)),
+        version=_version_out(deployment.version),
+        created=deployment.created,
+        triggers=[_trigger_out(t) for t in deployment.triggers],
+    )
+
+
+router.add_api_route(
+    "/services",
+    upload_service,
+    methods=["POST"],
+    status_code=status.HTTP_201_CREATED,
+    route_class_override=limited_body(MAX_UPLOAD_BYTES, "upload"),
+    responses={
+        200: {"model": DeployOut, "description": "The same content was deployed before"},
+        413: {"description": "The upload is larger than the limit"},
+    },
+)
+
+
+@router.get("/services/{name}")
+def get_service(name: ServiceName, caller: Caller, store: StoreDep) -> ServiceOut:
+    return _service_out(store, visible_service(store, caller, name, "viewer"))
+
+
+@router.patch("/services/{name}")
+def update_service(
+    name: ServiceName, body: ServicePatch, caller: Caller, platform: PlatformDep, store: StoreDep
+) -> ServiceOut:
+    """Activate or deactivate a service (developer); running routers see it within a second."""
+    record = visible_service(store, caller, name, "developer")
+    if body.active is not None and body.active != record.active:
+        record = platform.activate(name, body.active)
+    return _service_out(store, record)
+
+
+@router.get("/services/{name}/versions")
+def list_versions(
+    name: ServiceName, caller: Caller, store: StoreDep, paging: Paging
+) -> Page[VersionOut]:
+    """The service's versions, oldest first."""
+    visible_service(store, caller, name, "viewer")
+    return paging.page([_version_out(v) for v in store.list_versions(name)])
+
+
+@router.get("/services/{name}/versions/{version}")
+def get_version(
+    name: ServiceName, version: VersionRef, caller: Caller, store: StoreDep
+) -> VersionOut:
+    """One version, by id, label or content-hash prefix."""
+    visible_service(store, caller, name, "viewer")
+    return _version_out(store.resolve_version(name, version))
+
+
+@router.get("/services/{name}/docs")
+def get_docs(
+    name: ServiceName,
+    caller: Caller,
+    platform: PlatformDep,
+    store: StoreDep,
+    version: Annotated[
+        str | None,
+        Query(pattern=VERSION_PATTERN, description="Version id, label or hash; default latest"),
+    ] = None,
+) -> DocsOut:
+    """A version's ``README.md`` and ``parameters.json`` (null where the package has none)."""
+    visible_service(store, caller, name, "viewer")
+    if version is not None:
+        record = store.resolve_version(name, version)
+    else:
+        versions = store.list_versions(name)
+        if not versions:
+            raise not_found(f"a version of service {name!r}")
+        record = versions[-1]
+    package = _package(platform, record)
+    parameters = None
+    if "parameters.json" in package.files:
+        raw = json.loads(package.files["parameters.json"].decode("utf-8-sig"))
+        parameters = raw["fields"] if isinstance(raw, dict) else raw  # {"fields": [...]} form
+    return DocsOut(service=name, version=record.id, readme=package.readme, parameters=parameters)
+
+
+def _package(platform: Platform, version: VersionRecord) -> Any:
+    if platform.packages is None:
+        raise ApiError(503, "the platform is not started")
+    return load_package_bytes(platform.packages.get(version.content_hash), source=version.id)
+
+
+# -- git repositories -------------------------------------------------------------------------
+
+
+def _visible_repository(
+    store: StateStore, caller: Principal, repository_id: str, role: Role
+) -> RepositoryRecord:
+    try:
+        record = store.get_repository(repository_id)
+    except NotFound:
+        raise not_found(f"repository {repository_id!r}") from None
+    require_project(caller, record.project, role, f"repository {repository_id!r}")
+    return record
+
+
+def _allow_local(platform: Platform) -> bool:
+    return bool(platform.settings.api_allow_local_repos)
+
+
+@router.get("/repositories")
+def list_repositories(
+    caller: Caller,
+    store: StoreDep,
+    paging: Paging,
+    project: Annotated[
+        str | None,
+        Query(pattern=NAME_PATTERN, description="Only this project's (platform-wide key)"),
+    ] = None,
+) -> Page[RepositoryOut]:
+    """The git repositories registered in the projects this key can see."""
+    records = store.list_repositories(caller.scope(project))
+    return paging.page([_repository_out(r) for r in records])
+
+
+@router.post("/repositories", status_code=status.HTTP_201_CREATED)
+def register_repository(
+    body: RepositoryIn, caller: Caller, platform: PlatformDep, store: StoreDep
+) -> RepositoryOut:
+    """Register a git repository (developer); ``POST .../sync`` deploys its services."""
+    problems = []
+    url_problem = gitsync.url_problem(body.url, allow_local=_allow_local(platform))
+    if url_problem:
+        problems.append({"location": "body.url", "message": url_problem})
+    ref_problem = gitsync.ref_problem(body.ref)
+    if ref_problem:
+        problems.append({"location": "body.ref", "message": ref_problem})
+    if problems:
+        raise invalid("the request is invalid", problems)
+    project = _target_project(store, caller, body.project)
+    return _repository_out(store.add_repository(project, body.url, body.ref))
+
+
+@router.get("/repositories/{repository_id}")
+def get_repository(repository_id: RepositoryId, caller: Caller, store: StoreDep) -> RepositoryOut:
+    return _repository_out(_visible_repository(store, caller, repository_id, "viewer"))
+
+
+@router.delete("/repositories/{repository_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_repository(repository_id: RepositoryId, caller: Caller, store: StoreDep) -> None:
+    """Forget a repository (developer); the services it deployed stay."""
+    _visible_repository(store, caller, repository_id, "developer")
+    store.remove_repository(repository_id)
+
+
+@router.post("/repositories/{repository_id}/sync")
+def sync_repository(
+    repository_id: RepositoryId, caller: Caller, platform: PlatformDep, store: StoreDep
+) -> SyncOut:
+    """Fetch the repository at its ref and deploy each top-level folder with a manifest.json
+    (developer). Unchanged services keep their version; a folder that fails is listed with its
+    problems and does not stop the others. 422 if the repository cannot be fetched."""
+    repository = _visible_repository(store, caller, repository_id, "developer")
+
+    def deploy(folder: Path, commit: str) -> gitsync.Deployed:
+        done = platform.deploy(
+            folder,
+            label=f"git-{commit[:12]}",
+            deployed_by=caller.key_id,
+            project=repository.project,
+        )
+        return gitsync.Deployed(done.service.name, done.version.id, done.created)
+
+    try:
+        result = gitsync.sync(
+            repository.url, repository.ref, deploy, allow_local=_allow_local(platform)
+        )
+    except (gitsync.GitError, ValueError) as exc:
+        raise invalid(f"cannot sync repository {repository_id!r}", [str(exc)]) from None
+    updated = store.mark_synced(repository_id, result.commit, time.time())
+    return SyncOut(
+        repository=_repository_out(updated),
+        commit=result.commit,
+        results=[
+            FolderOut(
+                folder=r.folder,
+                service=r.service,
+                version=r.version,
+                created=r.created,
+                problems=list(r.problems),
+            )
+            for r in result.folders
+        ],
+    )

@@ -1,0 +1,519 @@
+"""/api/v1 routes: triggers (late linking, A/B weights, shadow versions) and event mappings.
+
+A trigger links an event-type pattern to a service; its project is its service's project.
+Changes reach running routers within a second (the platform bumps the routing revision and
+asks the routers to reload).
+
+A mapping turns events of one type into events of another; it belongs to a project, but like
+every routing rule it applies to every event of its source type.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from fxray import mappings as mp
+from fxray.api.auth import Caller, Principal, Role, require_project, visible_service
+from fxray.api.deps import PlatformDep, StoreDep
+from fxray.api.errors import ApiError, invalid, not_found
+from fxray.api.pagination import Page, Paging
+from fxray.router.triggers import validate_pattern, validate_weights
+from fxray.store import NotFound, StateStore, TriggerRecord
+
+router = APIRouter()
+triggers_router = APIRouter(tags=["triggers"])
+mappings_router = APIRouter(tags=["mappings"])
+
+MAX_FILTERS = 32
+MAX_VERSIONS = 32
+MAX_WEIGHT = 1_000_000
+MAX_FIELDS = 100
+_ATTRIBUTE = re.compile(r"^[a-z0-9]{1,64}$")
+_DATA_PATH = re.compile(r"^data(\.[^.\s]{1,128}){1,16}$")
+
+Text = Annotated[str, Field(max_length=255)]
+Filters = Annotated[
+    dict[Annotated[str, Field(max_length=512)], Text],
+    Field(
+        max_length=MAX_FILTERS,
+        description="Attribute or data-field globs: {'source': 'shop/*', 'data.country': 'CH'}",
+    ),
+]
+Weights = Annotated[
+    dict[Text, int],
+    Field(
+        max_length=MAX_VERSIONS,
+        description="Version (id, label or hash prefix) -> weight, for A/B splits; "
+        "empty: the latest version",
+    ),
+]
+
+
+# -- triggers ---------------------------------------------------------------------------------
+
+
+class TriggerIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    pattern: Text = Field(description="An event type, or a glob such as 'orders.*'")
+    service: Text
+    filters: Filters = Field(default_factory=dict)
+    weights: Weights = Field(default_factory=dict)
+    shadow_version: Text | None = Field(
+        default=None,
+        description="A version that also runs on a copy of the traffic; its events are "
+        "marked (fxshadow) and not routed onward",
+    )
+    ordered: bool = Field(
+        default=False, description="Run the events of one partition key one at a time"
+    )
+
+
+class TriggerPatch(BaseModel):
+    """The fields to change; ``shadow_version: null`` removes the shadow version."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pattern: Text | None = None
+    filters: Filters | None = None
+    weights: Weights | None = None
+    shadow_version: Text | None = None
+    ordered: bool | None = None
+    active: bool | None = None
+
+
+class TriggerOut(BaseModel):
+    id: str
+    pattern: str
+    service: str
+    project: str
+    filters: dict[str, str]
+    weights: dict[str, int] = Field(description="Version id -> weight")
+    shadow_version: str | None
+    ordered: bool
+    active: bool
+    created_at: float
+    updated_at: float
+
+
+def _trigger(record: TriggerRecord, project: str) -> TriggerOut:
+    return TriggerOut(
+        id=record.id,
+        pattern=record.pattern,
+        service=record.service,
+        project=project,
+        filters=dict(record.filters),
+        weights=dict(record.weights),
+        shadow_version=record.shadow_version,
+        ordered=record.ordered,
+        active=record.active,
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+    )
+
+
+def _service_project(store: StateStore, caller: Principal, service: str, role: Role) -> str:
+    """The project of ``service``; 404 if this key cannot see it, 403 if the role is too low."""
+    return str(visible_service(store, caller, service, role).project)
+
+
+def _visible_trigger(
+    store: StateStore, caller: Principal, trigger_id: str, role: Role
+) -> tuple[TriggerRecord, str]:
+    try:
+        trigger = store.get_trigger(trigger_id)
+        project = store.get_service(trigger.service).project
+    except NotFound:
+        raise not_found(f"trigger {trigger_id!r}") from None
+    require_project(caller, project, role, f"trigger {trigger_id!r}")
+    return trigger, project
+
+
+def _pattern_problems(pattern: str) -> list[str]:
+    try:
+        validate_pattern(pattern)
+        re.compile(fnmatch.translate(pattern))
+    except (ValueError, re.error) as exc:
+        return [str(exc)]
+    return []
+
+
+def _filter_problems(filters: dict[str, str]) -> list[str]:
+    problems = []
+    for key in filters:
+        if not (_ATTRIBUTE.match(key) or _DATA_PATH.match(key)):
+            problems.append(
+                f"filter {key!r} must name an attribute (lower-case letters and digits, "
+                "such as 'source') or a data field ('data.customer.country')"
+            )
+    return problems
+
+
+def _resolve(store: StateStore, service: str, ref: str) -> str | None:
+    try:
+        return store.resolve_version(service, ref).id
+    except NotFound:
+        return None
+
+
+def _weight_problems(
+    store: StateStore, service: str, weights: dict[str, int]
+) -> tuple[dict[str, int], list[str]]:
+    """The weights keyed by version id, and what is wrong with them."""
+    problems = []
+    for ref, weight in weights.items():
+        if isinstance(weight, int) and weight > MAX_WEIGHT:
+            problems.append(f"weight of {ref!r} must be at most {MAX_WEIGHT}")
+    try:
+        clean = validate_weights(weights)
+    except ValueError as exc:
+        return {}, [*problems, str(exc)]
+    resolved: dict[str, int] = {}
+    for ref, weight in clean.items():
+        version = _resolve(store, service, ref)
+        if version is None:
+            problems.append(f"weights: service {service!r} has no version {ref!r}")
+        elif version in resolved:
+            problems.append(f"weights: {ref!r} names version {version!r} a second time")
+        else:
+            resolved[version] = weight
+    return resolved, problems
+
+
+def _shadow_problems(
+    store: StateStore, service: str, shadow: str | None
+) -> tuple[str | None, list[str]]:
+    if shadow is None:
+        return None, []
+    version = _resolve(store, service, shadow)
+    if version is None:
+        return None, [f"shadow_version: service {service!r} has no version {shadow!r}"]
+    return version, []
+
+
+@triggers_router.get("/triggers")
+def list_triggers(
+    caller: Caller,
+    store: StoreDep,
+    paging: Paging,
+    service: Annotated[str | None, Query(max_length=255, description="Only this service")] = None,
+    project: Annotated[
+        str | None, Query(max_length=64, description="Only this project (platform admins)")
+    ] = None,
+    pattern: Annotated[
+        str | None, Query(max_length=255, description="Exactly this pattern")
+    ] = None,
+) -> Page[TriggerOut]:
+    """The triggers of the services this key can see."""
+    scope = caller.scope(project)
+    projects = {s.name: s.project for s in store.list_services(project=scope)}
+    triggers = [
+        _trigger(t, projects[t.service])
+        for t in store.list_triggers(service)
+        if t.service in projects and (pattern is None or t.pattern == pattern)
+    ]
+    return paging.page(triggers)
+
+
+@triggers_router.post("/triggers", status_code=status.HTTP_201_CREATED)
+def create_trigger(
+    body: TriggerIn, caller: Caller, store: StoreDep, platform: PlatformDep
+) -> TriggerOut:
+    """Link events whose type matches ``pattern`` to a service (developer in its project).
+
+    Running routers use the link within a second; events already routed are not re-routed.
+    """
+    project = _service_project(store, caller, body.service, "developer")
+    problems = _pattern_problems(body.pattern) + _filter_problems(body.filters)
+    weights, more = _weight_problems(store, body.service, body.weights)
+    shadow, most = _shadow_problems(store, body.service, body.shadow_version)
+    problems += more + most
+    if problems:
+        raise invalid("the trigger is invalid", problems)
+    record = platform.link(
+        body.pattern,
+        body.service,
+        filters=body.filters,
+        weights=weights,
+        shadow=shadow,
+        ordered=body.ordered,
+    )
+    return _trigger(record, project)
+
+
+@triggers_router.get("/triggers/{trigger_id}")
+def get_trigger(trigger_id: str, caller: Caller, store: StoreDep) -> TriggerOut:
+    trigger, project = _visible_trigger(store, caller, trigger_id, "viewer")
+    return _trigger(trigger, project)
+
+
+@triggers_router.patch("/triggers/{trigger_id}")
+def update_trigger(
+    trigger_id: str, body: TriggerPatch, caller: Caller, store: StoreDep, platform: PlatformDep
+) -> TriggerOut:
+    """Change a trigger's pattern, filters, weights, shadow version, ordering or switch it
+    on/off (developer); running routers follow within a second."""
+    trigger, project = _visible_trigger(store, caller, trigger_id, "developer")
+    given = body.model_fields_set
+    changes: dict[str, Any] = {}
+    problems: list[str] = []
+    for name in ("pattern", "ordered", "active"):
+        if name in given:
+            if getattr(body, name) is None:
+                problems.append(f"{name} cannot be null")
+            else:
+                changes[name] = getattr(body, name)
+    if "pattern" in changes:
+        problems += _pattern_problems(changes["pattern"])
+    if "filters" in given:
+        changes["filters"] = body.filters or {}
+        problems += _filter_problems(changes["filters"])
+    if "weights" in given:
+        changes["weights"], more = _weight_problems(store, trigger.service, body.weights or {})
+        problems += more
+    if "shadow_version" in given:
+        changes["shadow_version"], more = _shadow_problems(
+            store, trigger.service, body.shadow_version
+        )
+        problems += more
+    if problems:
+        raise invalid("the trigger change is invalid", problems)
+    if not changes:
+        return _trigger(trigger, project)
+    return _trigger(platform.update_trigger(trigger_id, **changes), project)
+
+
+@triggers_router.delete("/triggers/{trigger_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_trigger(trigger_id: str, caller: Caller, store: StoreDep, platform: PlatformDep) -> None:
+    """Unlink (developer); running routers stop using the trigger within a second."""
+    _visible_trigger(store, caller, trigger_id, "developer")
+    platform.unlink(trigger_id)
+
+
+# -- event mappings ---------------------------------------------------------------------------
+
+
+class FieldMapIn(BaseModel):
+    """``{"from": "order.id", "to": "id", "op": "rename"}`` (dotted paths into ``data``)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    from_path: Text = Field(alias="from")
+    to_path: Text = Field(alias="to")
+    op: Literal["rename", "copy"] = "rename"
+
+    def to_dict(self) -> dict[str, str]:
+        return {"from": self.from_path, "to": self.to_path, "op": self.op}
+
+
+class MappingIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    source_type: Text = Field(description="The event type mapped (exact, not a glob)")
+    target_type: Text = Field(description="The type of the events made")
+    fields: list[FieldMapIn] = Field(default_factory=list, max_length=MAX_FIELDS)
+    map_all: bool = Field(
+        default=False,
+        description="Start from all of the data (true) or only the listed fields (false)",
+    )
+    active: bool = True
+    project: Annotated[str, Field(max_length=64)] | None = Field(
+        default=None, description="The project (platform-wide admin keys only; else the key's)"
+    )
+
+
+class MappingPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    source_type: Text | None = None
+    target_type: Text | None = None
+    fields: Annotated[list[FieldMapIn], Field(max_length=MAX_FIELDS)] | None = None
+    map_all: bool | None = None
+    active: bool | None = None
+
+
+class MappingOut(BaseModel):
+    id: str
+    project: str
+    source_type: str
+    target_type: str
+    fields: list[FieldMapIn]
+    map_all: bool
+    active: bool
+    created_at: float
+    updated_at: float
+
+
+def _mapping(record: Any) -> MappingOut:
+    return MappingOut(
+        id=record.id,
+        project=record.project,
+        source_type=record.source_type,
+        target_type=record.target_type,
+        fields=[FieldMapIn.model_validate(f) for f in record.fields],
+        map_all=record.map_all,
+        active=record.active,
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+    )
+
+
+def _rule(
+    mapping_id: str,
+    source_type: str,
+    target_type: str,
+    fields: list[dict[str, Any]],
+    map_all: bool,
+) -> mp.MappingRule:
+    return mp.MappingRule(
+        id=mapping_id,
+        source_type=source_type,
+        target_type=target_type,
+        fields=[mp.FieldMap.model_validate(f) for f in fields],
+        map_all=map_all,
+    )
+
+
+def _active_rules(store: StateStore) -> list[mp.MappingRule]:
+    rules = []
+    for m in store.list_mappings():
+        if m.active:
+            try:
+                rules.append(_rule(m.id, m.source_type, m.target_type, m.fields, m.map_all))
+            except ValueError:  # a stored rule that no longer validates: no edges to follow
+                continue
+    return rules
+
+
+def _check_mapping(
+    store: StateStore,
+    mapping_id: str,
+    source_type: str,
+    target_type: str,
+    fields: list[dict[str, Any]],
+    map_all: bool,
+    active: bool,
+) -> None:
+    """422 listing every problem of the rule; 409 if it would close a cycle of mappings."""
+    problems = mp.validate_rule(source_type, target_type, fields)
+    if not fields and not map_all:
+        problems.append("a rule without fields must set map_all (else it maps nothing)")
+    if problems:
+        raise invalid("the mapping is invalid", problems)
+    if not active:
+        return
+    new = _rule(mapping_id, source_type, target_type, fields, map_all)
+    cycle = mp.find_cycle(_active_rules(store), new)
+    if cycle:
+        raise ApiError(409, f"the mapping would form a cycle of event types: {' -> '.join(cycle)}")
+
+
+def _visible_mapping(store: StateStore, caller: Principal, mapping_id: str, role: Role) -> Any:
+    try:
+        mapping = store.get_mapping(mapping_id)
+    except NotFound:
+        raise not_found(f"mapping {mapping_id!r}") from None
+    require_project(caller, mapping.project, role, f"mapping {mapping_id!r}")
+    return mapping
+
+
+@mappings_router.get("/mappings")
+def list_mappings(
+    caller: Caller,
+    store: StoreDep,
+    paging: Paging,
+    project: Annotated[
+        str | None, Query(max_length=64, description="Only this project (platform admins)")
+    ] = None,
+    source_type: Annotated[str | None, Query(max_length=255)] = None,
+    target_type: Annotated[str | None, Query(max_length=255)] = None,
+    active: Annotated[bool | None, Query()] = None,
+) -> Page[MappingOut]:
+    """The event mappings of the projects this key can see."""
+    scope = caller.scope(project)
+    found = [
+        _mapping(m)
+        for m in store.list_mappings(project=scope, source_type=source_type)
+        if (target_type is None or m.target_type == target_type)
+        and (active is None or m.active == active)
+    ]
+    return paging.page(found)
+
+
+@mappings_router.post("/mappings", status_code=status.HTTP_201_CREATED)
+def create_mapping(
+    body: MappingIn, caller: Caller, store: StoreDep, platform: PlatformDep
+) -> MappingOut:
+    """Map events of ``source_type`` to ``target_type`` (developer). A rule mapping a type
+    onto itself is invalid (422); one closing a cycle of mappings is refused (409)."""
+    if caller.project is not None:
+        project = caller.project
+        if body.project is not None and body.project != caller.project:
+            raise not_found(f"project {body.project!r}")
+    elif body.project is None:
+        raise invalid("a platform-wide key must name the mapping's project", ["project: missing"])
+    else:
+        project = body.project
+    require_project(caller, project, "developer")
+    store.get_project(project)
+    fields = [f.to_dict() for f in body.fields]
+    _check_mapping(
+        store, "(new)", body.source_type, body.target_type, fields, body.map_all, body.active
+    )
+    record = store.add_mapping(
+        project, body.source_type, body.target_type, fields, body.map_all, active=body.active
+    )
+    platform.refresh()
+    return _mapping(record)
+
+
+@mappings_router.get("/mappings/{mapping_id}")
+def get_mapping(mapping_id: str, caller: Caller, store: StoreDep) -> MappingOut:
+    return _mapping(_visible_mapping(store, caller, mapping_id, "viewer"))
+
+
+@mappings_router.patch("/mappings/{mapping_id}")
+def update_mapping(
+    mapping_id: str, body: MappingPatch, caller: Caller, store: StoreDep, platform: PlatformDep
+) -> MappingOut:
+    """Change a mapping (developer); the changed rule is validated like a new one."""
+    mapping = _visible_mapping(store, caller, mapping_id, "developer")
+    changes: dict[str, Any] = {}
+    nulls = []
+    for name in ("source_type", "target_type", "fields", "map_all", "active"):
+        if name in body.model_fields_set:
+            value = getattr(body, name)
+            if value is None:
+                nulls.append(f"{name} cannot be null")
+            else:
+                changes[name] = value
+    if nulls:
+        raise invalid("the mapping change is invalid", nulls)
+    if "fields" in changes:
+        changes["fields"] = [f.to_dict() for f in changes["fields"]]
+    if not changes:
+        return _mapping(mapping)
+    merged = {
+        name: changes.get(name, getattr(mapping, name))
+        for name in ("source_type", "target_type", "fields", "map_all", "active")
+    }
+    _check_mapping(store, mapping.id, **merged)
+    record = store.update_mapping(mapping_id, **changes)
+    platform.refresh()
+    return _mapping(record)
+
+
+@mappings_router.delete("/mappings/{mapping_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_mapping(mapping_id: str, caller: Caller, store: StoreDep, platform: PlatformDep) -> None:
+    _visible_mapping(store, caller, mapping_id, "developer")
+    store.remove_mapping(mapping_id)
+    platform.refresh()
+
+
+router.include_router(triggers_router)
+router.include_router(mappings_router)

@@ -1,0 +1,58 @@
+"""``fxray up``: start the platform and serve the API until interrupted."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import uvicorn
+
+from fxray.api.app import create_app
+from fxray.settings import Settings
+from fxray.store import StateStore
+
+log = logging.getLogger("fxray.api")
+
+BOOTSTRAP_KEY_NAME = "bootstrap admin"
+
+
+def bootstrap_admin_key(store: StateStore, configured: str | None) -> str | None:
+    """Make sure someone can log in: returns a new admin token to print once, or None.
+
+    With ``admin_key`` set (``FXRAY_ADMIN_KEY``, e.g. from a secret) that token becomes a
+    platform-wide admin key if it is not one already. Otherwise, on the first start (no keys
+    at all) a platform-wide admin key is created and returned.
+    """
+    if configured:
+        if store.authenticate(configured) is None:
+            store.import_api_key(configured, BOOTSTRAP_KEY_NAME, "admin", None)
+        return None
+    if store.count_api_keys() > 0:
+        return None
+    _, token = store.create_api_key(BOOTSTRAP_KEY_NAME, "admin", None)
+    return token
+
+
+def serve(settings: Settings, announce: Callable[[str], None] = print) -> None:
+    """Start the platform, create the first admin key if needed, serve until Ctrl-C."""
+    from fxray.platform import Platform
+
+    platform = Platform(settings).start()
+    try:
+        assert platform.store is not None
+        token = bootstrap_admin_key(platform.store, settings.admin_key)
+        url = f"http://{settings.api_host}:{settings.api_port}"
+        if token:
+            announce(
+                "A platform-wide admin key was created. It is shown only now; keep it safe:\n\n"
+                f"    export FXRAY_API_KEY={token}\n"
+            )
+        announce(f"fxray API on {url}/api/v1  (OpenAPI: {url}/openapi.json, docs: {url}/docs)")
+        uvicorn.run(
+            create_app(platform),
+            host=settings.api_host,
+            port=settings.api_port,
+            log_level="warning",
+        )
+    finally:
+        platform.stop()
