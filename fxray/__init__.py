@@ -1,6 +1,7 @@
 """fxray: event-driven Python microservices on Ray.
 
-Service authors use :data:`context`; operators use :class:`Platform` and :class:`Settings`.
+Service authors use :data:`context`; operators use :class:`Platform` and :class:`Settings`,
+or :class:`FxrayClient` to drive a running installation through its management API.
 """
 
 from typing import TYPE_CHECKING, Any
@@ -10,6 +11,7 @@ from fxray.services import PackageError, load_package
 from fxray.settings import Settings
 
 if TYPE_CHECKING:
+    from fxray.client import FxrayClient
     from fxray.platform import Deployment, Platform, PlatformError
 
 __version__ = "0.1.0"
@@ -18,16 +20,21 @@ _LAZY = {"Deployment", "Platform", "PlatformError"}
 
 
 def __getattr__(name: str) -> Any:
-    # the platform pulls in Ray (~1 s); scripts and `fxray validate` do not need it
+    # the platform pulls in Ray (~1 s), the client httpx; scripts and `fxray validate` need neither
     if name in _LAZY:
         from fxray import platform
 
         return getattr(platform, name)
+    if name == "FxrayClient":
+        from fxray.client import FxrayClient
+
+        return FxrayClient
     raise AttributeError(f"module 'fxray' has no attribute {name!r}")
 
 
 __all__ = [
     "Deployment",
+    "FxrayClient",
     "PackageError",
     "Platform",
     "PlatformError",

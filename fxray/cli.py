@@ -5,6 +5,7 @@
     fxray validate examples/order-intake
     fxray run-local examples/order-intake --event examples/order-intake/sample-event.json
     fxray demo
+    fxray up                      # the management API on http://127.0.0.1:8080
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def _cli_errors() -> Iterator[None]:
 
     try:
         yield
-    except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+    except (typer.Exit, click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
         raise
     except PackageError as exc:
         _fail(str(exc), EXIT_FAILED)
@@ -170,7 +171,7 @@ def run_local_command(
     state: Annotated[
         Path | None,
         typer.Option(
-            help="JSON file keeping state between runs [default: .fxray-local-state.json]."
+            help="JSON file keeping state between runs \\[default: .fxray-local-state.json]."
         ),
     ] = None,
     install: Annotated[
@@ -246,7 +247,7 @@ def _print_run(name: str, result: Any, state: dict[str, Any], state_path: Path) 
 @app.command()
 def demo(
     home: Annotated[
-        Path | None, typer.Option(help="Platform home folder [default: a temporary folder].")
+        Path | None, typer.Option(help="Platform home folder \\[default: a temporary folder].")
     ] = None,
     keep: Annotated[bool, typer.Option(help="Keep the home folder afterwards.")] = False,
 ) -> None:
@@ -256,6 +257,26 @@ def demo(
 
         code = main(home=str(home) if home else None, keep=keep)
     raise typer.Exit(code)
+
+
+@app.command()
+def up(
+    host: Annotated[
+        str | None, typer.Option(help="Address \\[default: settings' api_host].")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port \\[default: settings' api_port].")] = None,
+) -> None:
+    """Start the platform (from FXRAY_* settings) and serve the management API until Ctrl-C."""
+    with _cli_errors():
+        from fxray.api.server import serve
+        from fxray.settings import Settings
+
+        overrides: dict[str, Any] = {}
+        if host is not None:
+            overrides["api_host"] = host
+        if port is not None:
+            overrides["api_port"] = port
+        serve(Settings(**overrides), announce=out.print)
 
 
 @app.command()
@@ -338,6 +359,13 @@ def deadletters_replay(
             bus, settings.deadletter_topic, settings.events_topic, parsed
         ):
             out.print(line)
+
+
+# -- commands over the Management API (fxray/cli_remote.py) -----------------------------------
+
+from fxray import cli_remote  # noqa: E402 - after the definitions cli_remote uses
+
+cli_remote.register(app)
 
 
 if __name__ == "__main__":  # pragma: no cover

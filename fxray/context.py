@@ -150,7 +150,12 @@ class RunContext:
 
     @property
     def params(self) -> Params:
-        return Params(self.event.get("data"))
+        data = self.event.get("data")
+        if self.event.get("type") == ev.SCHEDULE_TICK and isinstance(data, dict):
+            # a schedule's parameters, over the tick's service, scheduled_for and schedule_id
+            tick = {k: v for k, v in data.items() if k != "params"}
+            return Params({**tick, **(data.get("params") or {})})
+        return Params(data)
 
     @property
     def package(self) -> PackageInfo:

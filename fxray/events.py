@@ -18,6 +18,12 @@ Platform event types (see ``docs/events.md``):
     ``data`` holds the run's parameters.
 ``fxray.schedule.tick``
     a cron tick; ``fxtarget`` names the service; ``data`` has ``scheduled_for``.
+``fxray.asset.uploaded``
+    a file was stored as a project's asset; routed to the services linked to it; ``data`` has
+    ``project``, ``path``, ``size``, ``sha256``, ``content_type`` and ``url``.
+
+An event of any type with ``fxreplayof`` (a run id) and ``fxtarget`` replays that run: it runs
+the target service only (``fxversion`` picks the version), never its linked triggers.
 """
 
 from __future__ import annotations
@@ -41,9 +47,12 @@ TARGET = "fxtarget"
 VERSION = "fxversion"
 PRIORITY = "fxpriority"
 SHADOW = "fxshadow"
+REPLAY_OF = "fxreplayof"
+REPLAY_TRIGGER = "replay"  # the trigger id of replayed runs
 
 MANUAL_RUN = "fxray.run.manual"
 SCHEDULE_TICK = "fxray.schedule.tick"
+ASSET_UPLOADED = "fxray.asset.uploaded"  # routed by triggers like any event
 PLATFORM_TYPES = frozenset({MANUAL_RUN, SCHEDULE_TICK})
 
 DEFAULT_SOURCE = "fxray"

@@ -19,10 +19,10 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 
@@ -43,6 +43,7 @@ from fxray.services import (
 )
 from fxray.settings import Settings
 from fxray.store import (
+    Conflict,
     NotFound,
     RunRecord,
     ServiceRecord,
@@ -50,6 +51,9 @@ from fxray.store import (
     TriggerRecord,
     VersionRecord,
 )
+
+if TYPE_CHECKING:
+    from fxray.assets import AssetInfo, AssetStore, Data
 
 RAY_ENV_DEFAULTS = {
     "RAY_USAGE_STATS_ENABLED": "0",
@@ -90,8 +94,10 @@ class Platform:
         self.packages: PackageStore | None = None
         self.bus: EventBus | None = None
         self.routers: list[Any] = []
+        self.ops_sinks: list[Any] = []  # ops sink actors (settings.ops_sink != "none")
         self._started_ray = False
         self._parameters: dict[str, list[Any] | None] = {}
+        self._assets: AssetStore | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -109,6 +115,9 @@ class Platform:
         self.bus = _make_bus(settings)
         for _ in range(settings.routers):
             self.add_router()
+        if settings.ops_sink != "none":
+            for _ in range(settings.ops_sinks):
+                self.add_ops_sink()
         return self
 
     def add_router(self) -> str:
@@ -136,6 +145,17 @@ class Platform:
         ray.get(router.start.remote())
         self.routers.append(router)
         return f"router-{index}"
+
+    def add_ops_sink(self) -> Any:
+        """Start an ops sink under the lowest index no running sink has (a sink started after
+        one died takes that one's partitions back at once); returns its actor handle."""
+        from fxray.ops.sink import start_sink
+
+        taken = set(ray.get([sink.ping.remote() for sink in self.ops_sinks]))
+        index = next(i for i in range(len(taken) + 1) if f"ops-sink-{i}" not in taken)
+        sink = start_sink(self.settings, self._bus(), index)
+        self.ops_sinks.append(sink)
+        return sink
 
     def remove_router(self) -> dict[str, int]:
         """Stop the newest router: it finishes its runs, commits, and leaves the group."""
@@ -169,6 +189,14 @@ class Platform:
                 ray.get(router.stop.remote(), timeout=30)
             finally:
                 ray.kill(router)
+        while self.ops_sinks:
+            sink = self.ops_sinks.pop()
+            try:
+                ray.get(sink.stop.remote(), timeout=30)
+            except Exception:  # already dead: its records are redelivered to the next sink
+                pass
+            finally:
+                ray.kill(sink)
         shutdown = getattr(self.bus, "shutdown", None)
         if shutdown is not None:
             shutdown()
@@ -188,13 +216,19 @@ class Platform:
     # -- services -----------------------------------------------------------------------------
 
     def deploy(
-        self, path: str | Path | bytes, *, label: str | None = None, deployed_by: str | None = None
+        self,
+        path: str | Path | bytes,
+        *,
+        label: str | None = None,
+        deployed_by: str | None = None,
+        project: str = "default",
     ) -> Deployment:
         """Validate and store a service package as a new immutable version.
 
-        The first deploy of a service links its manifest's ``trigger_events``. Deploying the
-        same content again returns the existing version. Raises :class:`PackageError` listing
-        every problem of an invalid package.
+        The first deploy of a service links its manifest's ``trigger_events`` (and makes the
+        service part of ``project``). Deploying the same content again returns the existing
+        version. Raises :class:`PackageError` listing every problem of an invalid package, and
+        :class:`fxray.store.Conflict` if the service belongs to another project.
         """
         store, packages, _ = self._require()
         package = load_package(path) if not isinstance(path, bytes) else load_package_bytes(path)
@@ -202,10 +236,15 @@ class Platform:
         packages.put(package.content_hash, package.to_zip())
         first_deploy = True
         try:
-            store.get_service(package.name)
+            existing = store.get_service(package.name)
             first_deploy = False
         except NotFound:
             pass
+        else:
+            if existing.project != project:
+                raise Conflict(
+                    f"a service named {package.name!r} already exists in another project"
+                )
         fields = {
             "description": manifest.description,
             "tags": list(manifest.tags),
@@ -216,6 +255,7 @@ class Platform:
         }
         if first_deploy:
             fields["active"] = manifest.active
+            fields["project"] = project
         service = store.upsert_service(package.name, **fields)
         version, created = store.add_version(
             package.name,
@@ -230,6 +270,7 @@ class Platform:
         triggers = []
         if first_deploy:
             triggers = [store.add_trigger(t, package.name) for t in manifest.trigger_events]
+        store.sync_manifest_schedule(package.name, manifest.schedule)
         self.refresh()
         return Deployment(service, version, created, triggers)
 
@@ -381,7 +422,7 @@ class Platform:
         if not record.allow_manual_triggering:
             raise PlatformError(f"service {service!r} does not allow manual runs")
         target = store.resolve_version(service, version) if version else self._latest(service)
-        declared = self._parameters_of(target)
+        declared = self.parameters(target)
         values = dict(params or {})
         if declared is not None:  # a service without parameters.json takes any parameters
             values = validate_params(declared, values)
@@ -487,6 +528,35 @@ class Platform:
             items.append({"kind": "run", "time": run.created_at, "run": run})
         return sorted(items, key=_trace_order)
 
+    # -- assets -------------------------------------------------------------------------------
+
+    @property
+    def assets(self) -> AssetStore:
+        """The asset store the settings choose (made on first use)."""
+        if self._assets is None:
+            self._assets = _make_asset_store(self.settings)
+        return self._assets
+
+    def upload_asset(
+        self, project: str, path: str, data: Data, content_type: str | None = None
+    ) -> AssetInfo:
+        """Store a file as a project's asset and publish ``fxray.asset.uploaded`` about it.
+
+        The answer's ``event_id`` is that event's id (it follows the runs the upload causes).
+        """
+        from fxray.assets import ASSET_SOURCE
+
+        info = self.assets.put(project, path, data, content_type)
+        event = ev.new_event(
+            ev.ASSET_UPLOADED,
+            info.event_data(),
+            source=ASSET_SOURCE,
+            subject=info.path,
+            partitionkey=f"{project}/{info.path}",
+        )
+        self.publish([event])
+        return replace(info, event_id=event["id"])
+
     # -- helpers ------------------------------------------------------------------------------
 
     def _latest(self, service: str) -> VersionRecord:
@@ -495,7 +565,8 @@ class Platform:
             raise PlatformError(f"service {service!r} has no version")
         return versions[-1]
 
-    def _parameters_of(self, version: VersionRecord) -> list[Any] | None:
+    def parameters(self, version: VersionRecord) -> list[Any] | None:
+        """The parameter fields a version declares in ``parameters.json`` (None: it has none)."""
         if version.id not in self._parameters:
             self._parameters[version.id] = _declared_parameters(self._package(version))
         return self._parameters[version.id]
@@ -544,13 +615,42 @@ def _partition_key(event: Mapping[str, Any]) -> bytes | None:
 def _make_kv(settings: Settings) -> KVStore:
     from fxray.kv.local import LocalKV
 
+    if settings.kv_store == "consul":
+        from fxray.kv.consul import ConsulKV
+
+        return ConsulKV.from_settings(settings)
     return LocalKV(settings.kv_path)
 
 
 def _make_package_store(settings: Settings) -> PackageStore:
+    if settings.package_store == "s3":
+        from fxray.packages.s3 import S3PackageStore
+
+        return S3PackageStore(**_s3_options(settings))
     from fxray.packages.local import LocalPackageStore
 
     return LocalPackageStore(settings.packages_dir)
+
+
+def _s3_options(settings: Settings) -> dict[str, Any]:
+    return {
+        "endpoint": settings.s3_endpoint,
+        "access_key": settings.s3_access_key,
+        "secret_key": settings.s3_secret_key,
+        "bucket": settings.s3_bucket,
+        "secure": settings.s3_secure,
+        "region": settings.s3_region,
+    }
+
+
+def _make_asset_store(settings: Settings) -> AssetStore:
+    if (settings.asset_store or settings.package_store) == "s3":
+        from fxray.assets import S3AssetStore
+
+        return S3AssetStore(**_s3_options(settings))
+    from fxray.assets import LocalAssetStore
+
+    return LocalAssetStore(settings.assets_dir)
 
 
 def _make_bus(settings: Settings) -> EventBus:

@@ -17,9 +17,10 @@ import threading
 import time
 import traceback
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from types import CodeType
-from typing import Any
+from typing import Any, Protocol
 
 from fxray.context import EventSender, RunContext, RunInfo, StateView, _activate
 from fxray.runs import LogLine, RunResult, RunSpec, RunStatus, StepResult
@@ -31,13 +32,23 @@ MIN_SECRET_LENGTH = 4
 MAX_LOG_LINES = 10_000
 
 
+class RunHooks(Protocol):
+    """Receives a run's scrubbed log lines and step boundaries as they happen (the ops
+    pipeline's hook, :class:`fxray.ops.publisher.RunOps`)."""
+
+    def log(self, line: LogLine) -> None: ...
+
+    def step(self, index: int, name: str, result: StepResult | None) -> None: ...
+
+
 class _Capture:
     """The log lines of the run executing in this thread."""
 
-    def __init__(self, redactor: Redactor) -> None:
+    def __init__(self, redactor: Redactor, hooks: RunHooks | None = None) -> None:
         self.lines: list[LogLine] = []
         self.step = ""
         self.redactor = redactor
+        self.hooks = hooks
         self._partial = {"STDOUT": "", "STDERR": ""}
         self.dropped = 0
 
@@ -45,7 +56,16 @@ class _Capture:
         if len(self.lines) >= MAX_LOG_LINES:
             self.dropped += 1
             return
-        self.lines.append((time.time(), level, self.step, self.redactor(message)))
+        self.emit((time.time(), level, self.step, self.redactor(message)))
+
+    def emit(self, line: LogLine) -> None:
+        """Keep a scrubbed line, and hand it to the hooks (which must not fail the run)."""
+        self.lines.append(line)
+        if self.hooks is not None:
+            try:
+                self.hooks.log(line)
+            except Exception:
+                pass
 
     def write(self, stream: str, text: str) -> None:
         pending = self._partial[stream] + text
@@ -186,12 +206,16 @@ def execute(
     secrets: dict[str, Any],
     state: Any,
     code_cache: CodeCache | None = None,
+    hooks: RunHooks | None = None,
 ) -> RunResult:
-    """Run ``spec``'s steps from ``package_dir`` in this thread and report what happened."""
+    """Run ``spec``'s steps from ``package_dir`` in this thread and report what happened.
+
+    ``hooks`` receive the scrubbed log lines and step boundaries while the run goes on.
+    """
     install_capture()
     codes = code_cache or CodeCache()
     redactor = Redactor(secrets)
-    cap = _Capture(redactor)
+    cap = _Capture(redactor, hooks)
     service_logger = logging.getLogger(f"fxray.service.{spec.service}")
     sender = EventSender(spec.event, spec.run_id, f"fxray/services/{spec.service}", spec.shadow)
     ctx = RunContext(
@@ -214,13 +238,17 @@ def execute(
     try:
         os.chdir(pkg)
         status = RunStatus.SUCCEEDED
-        for step in spec.steps:
+        for index, step in enumerate(spec.steps):
             cap.step = step
             ctx.run = RunInfo(
                 spec.run_id, spec.service, spec.version_id, step, spec.correlation_id, spec.attempt
             )
+            _step_hook(hooks, index, step, None)
             step_result = _run_step(step, package_dir / step, codes, cap)
             result.steps.append(step_result)
+            if hooks is not None:
+                error = redactor(step_result.error) if step_result.error else None
+                _step_hook(hooks, index, step, replace(step_result, error=error))
             if step_result.status is not RunStatus.SUCCEEDED:
                 status = step_result.status
                 result.error = f"step {step!r} {step_result.status.value}: {step_result.error}"
@@ -229,7 +257,7 @@ def execute(
     finally:
         cap.flush_partial()
         if cap.dropped:
-            cap.lines.append((time.time(), "WARNING", "", f"{cap.dropped} log lines dropped"))
+            cap.emit((time.time(), "WARNING", "", f"{cap.dropped} log lines dropped"))
         _capture.cap = None
         _activate(None)
         try:
@@ -247,6 +275,14 @@ def execute(
         if step_result.error:
             step_result.error = redactor(step_result.error)
     return result
+
+
+def _step_hook(hooks: RunHooks | None, index: int, name: str, result: StepResult | None) -> None:
+    if hooks is not None:
+        try:
+            hooks.step(index, name, result)
+        except Exception:  # the ops pipeline must not fail the run
+            pass
 
 
 def _run_step(step: str, path: Path, codes: CodeCache, cap: _Capture) -> StepResult:

@@ -46,6 +46,7 @@ class RunSpec:
     timeout_s: float = 300.0
     attempt: int = 1
     shadow: bool = False
+    created_at: float = 0.0  # when the router created the run (0: unknown)
 
 
 @dataclass(slots=True)

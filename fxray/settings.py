@@ -52,13 +52,60 @@ class Settings(BaseSettings):
     kafka_consumer_config: dict[str, Any] = Field(
         default_factory=dict, description="librdkafka consumer properties (e.g. security)."
     )
-    package_store: Literal["local"] = "local"
-    kv_store: Literal["local"] = "local"
+    package_store: Literal["local", "s3"] = Field(
+        default="local", description="Where service packages are kept: home folder or S3 bucket."
+    )
+    asset_store: Literal["local", "s3"] | None = Field(
+        default=None, description="Where assets are kept; default: like package_store."
+    )
+    s3_endpoint: str = Field(default="127.0.0.1:9000", description="S3/MinIO host:port.")
+    s3_access_key: str | None = Field(default=None, description="S3 access key.")
+    s3_secret_key: str | None = Field(
+        default=None, description="S3 secret key (secret: give it through the environment)."
+    )
+    s3_secure: bool = Field(default=False, description="Talk to S3 over HTTPS.")
+    s3_bucket: str = Field(default="fxray", description="Bucket of packages and assets.")
+    s3_region: str | None = None
+    kv_store: Literal["local", "consul"] = Field(
+        default="local", description="Config, secrets and state: SQLite in home, or Consul KV."
+    )
+    consul_url: str = Field(default="http://127.0.0.1:8500", description="Consul HTTP API.")
+    consul_token: str | None = Field(
+        default=None,
+        repr=False,  # a secret: kept out of repr(); give it through the environment
+        description="Consul ACL token (secret: give it through the environment).",
+    )
 
     events_topic: str = "fxray.events"
     max_event_bytes: int = Field(default=1_000_000, ge=1024, description="Larger: dead letter.")
     ops_runs_topic: str = "fxray.ops.runs"
     ops_logs_topic: str = "fxray.ops.logs"
+    ops_sink: Literal["none", "elasticsearch"] = Field(
+        default="none",
+        description="Ops pipeline: executors publish run and log records to the ops topics and "
+        "ops sink actors write them to Elasticsearch (none: run rows only).",
+    )
+    ops_sinks: int = Field(default=1, ge=1, description="Ops sink actors in one consumer group.")
+    ops_index_prefix: str = Field(
+        default="fxray",
+        pattern=r"^[a-z0-9][a-z0-9_-]*$",
+        description="Indices <prefix>-runs-YYYY.MM.DD / <prefix>-logs-... and their aliases.",
+    )
+    es_url: str = Field(
+        default="http://127.0.0.1:9200", description="Elasticsearch URL(s), comma-separated."
+    )
+    es_compat: Literal["elasticsearch", "opensearch"] = Field(
+        default="elasticsearch",
+        description="opensearch: send plain application/json (OpenSearch answers the client's "
+        "compatible-with media type with 406).",
+    )
+    es_username: str | None = None
+    es_password: str | None = Field(
+        default=None, repr=False, description="Elasticsearch password (secret: use the env)."
+    )
+    es_api_key: str | None = Field(
+        default=None, repr=False, description="Elasticsearch API key (secret: use the env)."
+    )
     event_output_mode: Literal["structured", "binary"] = Field(
         default="structured",
         description="CloudEvents Kafka content mode of events fxray produces (input: both).",
@@ -95,6 +142,21 @@ class Settings(BaseSettings):
     trigger_refresh_s: float = Field(default=0.5, gt=0)
     default_timeout_s: float = Field(default=300.0, gt=0)
     pip_index_url: str | None = None
+    api_host: str = Field(default="127.0.0.1", description="Address `fxray up` serves the API on.")
+    api_port: int = Field(default=8080, ge=0, le=65535)
+    admin_key: str | None = Field(
+        default=None,
+        description="First admin API key (e.g. from a secret); if unset, `fxray up` creates one "
+        "on first start and prints it once.",
+    )
+    ray_dashboard_url: str | None = Field(
+        default=None, description="Link the API gives to Ray's dashboard; None: ask Ray."
+    )
+    api_allow_local_repos: bool = Field(
+        default=False,
+        description="Let the API register git repositories by file:// URL or local path "
+        "(off: only https://, ssh:// and git@host:path, so API users cannot read server files).",
+    )
 
     @model_validator(mode="after")
     def _fill_paths(self) -> Settings:
@@ -117,6 +179,10 @@ class Settings(BaseSettings):
     def kv_path(self) -> Path:
         return self.home / "kv.db"
 
+    @property
+    def assets_dir(self) -> Path:
+        return self.home / "assets"
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -134,4 +200,6 @@ class Settings(BaseSettings):
 
     def public_dict(self) -> dict[str, Any]:
         """Settings as plain JSON-able data (for passing to actors)."""
-        return self.model_dump(mode="json")
+        return self.model_dump(
+            mode="json", exclude={"admin_key", "s3_secret_key", "es_password", "es_api_key"}
+        )

@@ -27,10 +27,15 @@ import ray
 
 from fxray import runner
 from fxray.kv import KVStore, ServiceState, config_key, get_json, secrets_key
+from fxray.kv.watch import watch_overrides
+from fxray.ops import OpsConfig
+from fxray.ops import finished as ops_finished
+from fxray.ops.publisher import OpsPublisher, RunOps
 from fxray.packages import PackageStore, materialize
 from fxray.runs import RunResult, RunSpec, RunStatus
 
 CANCEL_GRACE_S = 2.0
+OPS_FLUSH_WAIT_S = 5.0
 
 
 @dataclass(slots=True)
@@ -68,6 +73,7 @@ class ExecutorActor:
         package_store: PackageStore,
         kv: KVStore,
         cache_dir: str,
+        ops: OpsConfig | None = None,
     ) -> None:
         self.service = service
         self.version_id = version_id
@@ -76,12 +82,16 @@ class ExecutorActor:
         self._package_secrets = _read_json_file(self.package_dir / "secrets.json")
         self.kv = kv
         self.state = ServiceState(kv, service)
+        # a KV that can watch (Consul) keeps the overrides cached and current; else read per batch
+        self._overrides = watch_overrides(kv, service)
         self.codes = runner.CodeCache()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fxray-run")
         self._lock = threading.Lock()
         self._cancelled: set[str] = set()
         self._current: _Current | None = None
         self._runs_done = 0
+        self._ops = OpsPublisher(ops) if ops is not None else None  # the ops pipeline, if on
+        self._run_ops: dict[str, RunOps] = {}
         runner.install_capture()
         tune_gc()
 
@@ -112,6 +122,7 @@ class ExecutorActor:
             wait = max(0.01, current.deadline - time.monotonic()) if current else 0.05
             try:
                 future.result(timeout=wait)
+                self._finish_ops(specs, results)
                 return BatchOutcome(results=results)
             except FutureTimeout:
                 pass
@@ -131,6 +142,7 @@ class ExecutorActor:
             unstarted = [
                 s.run_id for s in specs if s.run_id not in done and s.run_id != current.run_id
             ]
+            self._finish_ops(specs, results)
             return BatchOutcome(results=results, unstarted=unstarted, poisoned=True)
 
     def _stop_overdue(self, current: _Current, future: Future[None]) -> bool:
@@ -188,6 +200,10 @@ class ExecutorActor:
                 return RunResult(spec.run_id, RunStatus.CANCELLED, now, now, error="cancelled")
             current = _Current(spec.run_id, threading.get_ident(), time.time(), spec.timeout_s)
             self._current = current
+        hooks = None
+        if self._ops is not None:
+            hooks = self._run_ops[spec.run_id] = self._ops.run_hooks(spec)
+            hooks.started(current.started)
         result = runner.execute(
             spec,
             self.package_dir,
@@ -195,6 +211,7 @@ class ExecutorActor:
             secrets=secrets,
             state=self.state,
             code_cache=self.codes,
+            hooks=hooks,
         )
         with self._lock:
             self._current = None
@@ -204,13 +221,29 @@ class ExecutorActor:
         self._runs_done += 1
         return result
 
+    def _finish_ops(self, specs: list[RunSpec], results: list[RunResult]) -> None:
+        """Publish the batch's ``finished`` records and flush the ops records (bounded wait),
+        so they are on the bus before the router hears of the results."""
+        if self._ops is None:
+            return
+        by_id = {s.run_id: s for s in specs}
+        for result in results:
+            hooks = self._run_ops.pop(result.run_id, None)
+            if hooks is not None:
+                hooks.finished(result)
+            elif result.run_id in by_id:
+                self._ops.add(ops_finished(by_id[result.run_id], result, log_lines=0))
+        self._ops.flush(OPS_FLUSH_WAIT_S)
+
     def _load_config(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """The version's own config and secrets, with the service's live KV overrides on top."""
-        config = {**self._package_config, **(get_json(self.kv, config_key(self.service)) or {})}
-        secrets = {
-            **self._package_secrets,
-            **(get_json(self.kv, secrets_key(self.service)) or {}),
-        }
+        if self._overrides is not None:
+            live_config, live_secrets = self._overrides.get()
+        else:
+            live_config = get_json(self.kv, config_key(self.service))
+            live_secrets = get_json(self.kv, secrets_key(self.service))
+        config = {**self._package_config, **(live_config or {})}
+        secrets = {**self._package_secrets, **(live_secrets or {})}
         return config, secrets
 
 

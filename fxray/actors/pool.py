@@ -21,6 +21,7 @@ from ray.exceptions import RayActorError
 from fxray.actors.envs import EnvBuildError, ensure_env, runtime_env_for
 from fxray.actors.executor import BatchOutcome, RemoteExecutor
 from fxray.kv import KVStore
+from fxray.ops import OpsConfig
 from fxray.packages import PackageStore
 from fxray.runs import RunSpec
 from fxray.store import VersionRecord
@@ -159,6 +160,7 @@ class VersionPool:
                 self.pools.package_store,
                 self.pools.kv,
                 str(self.pools.cache_dir),
+                **({"ops": self.pools.ops} if self.pools.ops is not None else {}),
             )
             await handle.ping.remote()
         finally:
@@ -247,8 +249,10 @@ class ExecutorPools:
         idle_s: float,
         env_backend: str = "fxray",
         pip_index_url: str | None = None,
+        ops: OpsConfig | None = None,
     ) -> None:
         self.package_store = package_store
+        self.ops = ops  # where executors publish ops records (None: the ops sink is off)
         self.kv = kv
         self.cache_dir = cache_dir
         self.envs_dir = envs_dir

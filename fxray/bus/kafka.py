@@ -205,8 +205,11 @@ def _to_record(msg: Message) -> Record:
 class KafkaConsumer:
     """A consumer-group member on Kafka (implements :class:`fxray.bus.Consumer`).
 
-    Calls are serialised with a lock (a librdkafka consumer must be used by one thread at a
-    time); the async variants run the blocking call on this consumer's own worker thread.
+    Polls are serialised with one lock; commits, pauses and resumes take another, so a commit
+    or a pause never waits for a poll in progress (librdkafka is thread-safe; its maintainers
+    endorse consuming on one thread while committing on another). :meth:`close` takes both.
+    The async variants run the blocking calls on worker threads of their own: one for polls,
+    one for commits.
     Rebalance callbacks keep :meth:`assignment` accurate and collect the partitions that moved
     away for :meth:`revoked_since_last_call`.
     """
@@ -218,7 +221,8 @@ class KafkaConsumer:
         conf["group.id"] = group
         strategy = str(conf.get("partition.assignment.strategy", "")).lower()
         self._incremental = "cooperative" in strategy or conf.get("group.protocol") == "consumer"
-        self._lock = threading.Lock()  # one librdkafka call at a time
+        self._lock = threading.Lock()  # polls (and close)
+        self._control = threading.Lock()  # commits, pauses, resumes (and close)
         self._state = threading.Lock()  # the bookkeeping below
         self._assignment: set[TopicPartition] = set()
         self._revoked: set[TopicPartition] = set()
@@ -229,6 +233,7 @@ class KafkaConsumer:
         self._missing_warned: set[str] = set()
         self._closed = False
         self._executor: ThreadPoolExecutor | None = None
+        self._commit_executor: ThreadPoolExecutor | None = None
         self._consumer = _RdConsumer(conf)
         self._consumer.subscribe(
             self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
@@ -237,7 +242,7 @@ class KafkaConsumer:
     def __repr__(self) -> str:
         return f"KafkaConsumer(group={self.group!r}, topics={self.topics!r})"
 
-    # rebalance callbacks (run inside consume()/close(), i.e. under self._lock) ----------------
+    # rebalance callbacks (run inside poll()/close(), i.e. under self._lock) -------------------
 
     def _on_assign(self, consumer: _RdConsumer, partitions: list[_RdTopicPartition]) -> None:
         added = {_tp(p) for p in partitions}
@@ -327,7 +332,7 @@ class KafkaConsumer:
 
     def commit(self, offsets: dict[TopicPartition, int]) -> None:
         """Commit next-offsets-to-read synchronously; partitions not owned are logged, dropped."""
-        with self._lock:
+        with self._control:
             self._check_open()
             if not offsets:
                 return
@@ -387,7 +392,7 @@ class KafkaConsumer:
 
     def pause(self, partitions: list[TopicPartition]) -> None:
         """Stop fetching from these partitions until resumed; pauses drop on revocation."""
-        with self._lock:
+        with self._control:
             self._check_open()
             tps = {(t, p) for t, p in partitions}
             with self._state:
@@ -398,7 +403,7 @@ class KafkaConsumer:
 
     def resume(self, partitions: list[TopicPartition]) -> None:
         """Fetch from these partitions again."""
-        with self._lock:
+        with self._control:
             self._check_open()
             tps = {(t, p) for t, p in partitions}
             with self._state:
@@ -414,7 +419,7 @@ class KafkaConsumer:
 
     def close(self) -> None:
         """Leave the group (idempotent); its partitions go to the other members."""
-        with self._lock:
+        with self._lock, self._control:
             if self._closed:
                 return
             self._closed = True
@@ -426,8 +431,9 @@ class KafkaConsumer:
                     self._pending.clear()
                     self._assignment.clear()
                     self._paused.clear()
-        if self._executor is not None:
-            self._executor.shutdown(wait=False)
+        for executor in (self._executor, self._commit_executor):
+            if executor is not None:
+                executor.shutdown(wait=False)
 
     # async API ----------------------------------------------------------------------------
 
@@ -438,7 +444,13 @@ class KafkaConsumer:
     async def commit_async(self, offsets: dict[TopicPartition, int]) -> None:
         """Like :meth:`commit`, on this consumer's worker thread."""
         if offsets:
-            await self._in_thread(self.commit, offsets)
+            self._check_open()
+            if self._commit_executor is None:
+                self._commit_executor = ThreadPoolExecutor(
+                    1, thread_name_prefix="fxray-kafka-commit"
+                )
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._commit_executor, self.commit, offsets)
 
     async def close_async(self) -> None:
         """Like :meth:`close`, on this consumer's worker thread."""

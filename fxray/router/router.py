@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import sys
 import time
 import uuid
 from collections import Counter, deque
@@ -27,11 +28,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fxray import events as ev
+from fxray import ops
 from fxray.actors.envs import EnvBuildError
 from fxray.actors.executor import BatchOutcome, tune_gc
 from fxray.actors.pool import ExecutorCrashed, ExecutorPools, VersionPool
 from fxray.bus import EventBus, OutgoingRecord, Record, TopicPartition
 from fxray.kv import KVStore
+from fxray.metrics import RunMetrics
 from fxray.packages import PackageStore
 from fxray.router.offsets import OffsetTracker
 from fxray.router.queue import DelayQueue, RunQueue
@@ -45,6 +48,8 @@ log = logging.getLogger("fxray.router")
 
 RUN_NAMESPACE = uuid.UUID("5b0c1d2e-8f3a-4c6b-9d7e-0a1b2c3d4e5f")
 TARGET_BATCH_S = 0.02
+GIL_SWITCH_INTERVAL_S = 0.0005
+RUNNING_RECORD_AFTER_S = 0.25
 MANUAL_TRIGGER = "manual"
 SCHEDULE_TRIGGER = "schedule"
 
@@ -66,6 +71,7 @@ class _Run:
     cancel_requested: bool = False
     order_key: tuple[str, str] | None = None  # (trigger, partition key) of an ordered trigger
     logs: list[Any] = field(default_factory=list)
+    queued_at: float = field(default_factory=time.time)  # created, or its retry due
 
 
 class Router:
@@ -100,7 +106,9 @@ class Router:
             idle_s=self.settings.executor_idle_s,
             env_backend=self.settings.env_backend,
             pip_index_url=self.settings.pip_index_url,
+            ops=ops.OpsConfig.from_settings(self.settings, bus),
         )
+        self.ops = self.pools.ops  # ops lifecycle records of the runs it creates, if on
         self.queue: RunQueue[_Run] = RunQueue()
         self.delayed: DelayQueue[_Run] = DelayQueue()
         self.runs: dict[str, _Run] = {}
@@ -115,9 +123,11 @@ class Router:
         self.tasks: list[asyncio.Task[None]] = []
         self.batch_tasks: set[asyncio.Task[None]] = set()
         self.consumer: Any = None
+        self._next_poll: asyncio.Future[list[Record]] | None = None
         self.paused = False
         self.running = False
         self.errors: list[str] = []
+        self.metrics = RunMetrics(router_id)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -126,6 +136,10 @@ class Router:
             return self.router_id
         self.running = True
         tune_gc()
+        # The consumer, the record writer and Ray's own threads hand work to the event loop;
+        # with CPython's default 5 ms switch interval each hand-off can wait up to 5 ms for
+        # the GIL while another thread computes. 0.5 ms keeps those waits short.
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         await asyncio.to_thread(self._open_consumer)
         loops = [self._consume_loop, self._dispatch_loop, self._commit_loop, self._refresh_loop]
         loops.append(self._reap_loop)
@@ -180,14 +194,30 @@ class Router:
     # -- consume ------------------------------------------------------------------------------
 
     async def _consume_loop(self) -> None:
-        poll_max = self.settings.router_poll_max
         while self.running:
-            self._apply_backpressure()
-            room = max(1, self.settings.router_max_in_flight - len(self.runs))
-            records: list[Record] = await self.consumer.poll_async(min(poll_max, room), 0.1)
+            if self._next_poll is None:
+                self._apply_backpressure()
+                self._next_poll = self._poll(max(1, self._room()))
+            records = await self._next_poll
+            self._next_poll = None
             await self._note_assignment()
-            if records:
-                await self._route(records)
+            if not records:
+                continue
+            # Fetch the next batch while this one is routed (the poll waits in librdkafka, off
+            # the GIL): a record that arrives meanwhile is not held up by the routing. A fetch
+            # outlives a restart of this loop, so no polled record is dropped; at stop() its
+            # records are left untracked, so uncommitted, and come again to the next owner.
+            room = self._room() - len(records)
+            if room > 0:
+                self._next_poll = self._poll(room)
+            await self._route(records)
+
+    def _room(self) -> int:
+        return self.settings.router_max_in_flight - len(self.runs)
+
+    def _poll(self, room: int) -> asyncio.Future[list[Record]]:
+        limit = min(self.settings.router_poll_max, room)
+        return asyncio.ensure_future(self.consumer.poll_async(limit, 0.1))
 
     async def _note_assignment(self) -> None:
         """Track rebalances: forget revoked partitions (their runs still finish), and keep
@@ -229,18 +259,28 @@ class Router:
             per_record.append((record, runs))
             new_runs.extend(runs)
         self.counters["events"] += len(events)
+        self.metrics.observe_events(len(events))
         if dead:
             self.counters["dead_lettered"] += len(dead)
+            self.metrics.observe_dead_letters("bad_record", len(dead))
             await self.bus.produce_async(self.settings.deadletter_topic, dead)
+        # mapped events are on the bus before these records' offsets can be committed
+        mapped = self._mapped_events(events)
+        if mapped:
+            self.counters["mapped"] += len(mapped)
+            await self.bus.produce_async(self.settings.events_topic, mapped)
         # a redelivered record, or the same event published twice: runs that already finished
         # are not run again (one indexed lookup per poll)
         finished = await self._already_finished([r.spec.run_id for r in new_runs])
         live: list[_Run] = []
+        taken = set(finished)  # an event twice in one poll (a client's retry): its runs once
         for record, runs in per_record:
             tp = (record.topic, record.partition)
-            fresh = [
-                r for r in runs if r.spec.run_id not in finished and r.spec.run_id not in self.runs
-            ]
+            fresh = []
+            for run in runs:
+                if run.spec.run_id not in taken and run.spec.run_id not in self.runs:
+                    taken.add(run.spec.run_id)
+                    fresh.append(run)
             self.tracker.track(tp, record.offset, len(fresh))
             live.extend(fresh)
         self.counters["duplicates_skipped"] += len(new_runs) - len(live)
@@ -248,11 +288,55 @@ class Router:
         # same runs, and offsets are committed only after those updates: no need to wait here.
         self.writer.submit("events", events)
         self.writer.submit("insert_runs", [_pending_row(r) for r in live])
+        if self.ops is not None and live:
+            self._spawn(self._publish_ops([ops.queued(r.spec) for r in live]))
         for run in live:
             self.runs[run.spec.run_id] = run
             self._enqueue(run)
         if live:
             self._dispatch()  # now, not on the dispatch loop's next turn: latency
+
+    def _mapped_events(self, events: list[dict[str, Any]]) -> list[OutgoingRecord]:
+        """The events the active mapping rules make of ``events`` (none of shadow events).
+
+        The rules are indexed by source type once per routing snapshot.
+        """
+        from fxray.mappings import FieldMap, MappingRule, mapped_event
+
+        snapshot = self.table.snapshot
+        cached = getattr(self, "_mapping_index", None)
+        if cached is None or cached[0] is not snapshot:
+            index: dict[str, list[MappingRule]] = {}
+            for m in getattr(snapshot, "mappings", ()):
+                try:
+                    rule = MappingRule(
+                        id=m.id,
+                        source_type=m.source_type,
+                        target_type=m.target_type,
+                        fields=[FieldMap.model_validate(f) for f in m.fields],
+                        map_all=m.map_all,
+                    )
+                except ValueError as exc:
+                    self._note_error(f"mapping {m.id} is invalid, skipped: {exc}")
+                    continue
+                index.setdefault(rule.source_type, []).append(rule)
+            cached = self._mapping_index = (snapshot, index)
+        index = cached[1]
+        if not index:
+            return []
+        mode = self.settings.event_output_mode
+        out = []
+        for event in events:
+            rules = index.get(event["type"])
+            if not rules or event.get(ev.SHADOW):
+                continue
+            for rule in rules:
+                try:
+                    out.append(_outgoing(mapped_event(rule, event), mode))
+                except (ValueError, TypeError) as exc:  # InvalidEvent is a ValueError
+                    self.counters["mapping_errors"] += 1
+                    self._note_error(f"mapping {rule.id} of event {event['id']}: {exc}")
+        return out
 
     def _enqueue(self, run: _Run) -> None:
         """Queue a new run; a run of an ordered trigger waits behind its key's earlier runs."""
@@ -290,7 +374,8 @@ class Router:
     def _runs_for(self, event: dict[str, Any], record: Record) -> list[_Run]:
         if event.get(ev.SHADOW):
             return []  # events from shadow runs are recorded, never routed onward
-        matches = self._target_matches(event) if event["type"] in ev.PLATFORM_TYPES else None
+        targeted = event["type"] in ev.PLATFORM_TYPES or bool(event.get(ev.REPLAY_OF))
+        matches = self._target_matches(event) if targeted else None
         if matches is None:
             matches = [(m, None) for m in self.table.match(event)]
         runs = []
@@ -312,7 +397,8 @@ class Router:
         return runs
 
     def _target_matches(self, event: dict[str, Any]) -> list[tuple[Match, int | None]] | None:
-        """Manual runs and cron ticks name their service (and maybe version) directly."""
+        """Manual runs, cron ticks and replays name their service (and maybe version)
+        directly; a replay (``fxreplayof``) runs that service only, whatever its type."""
         service_name = event.get(ev.TARGET)
         if not service_name:
             return None
@@ -322,15 +408,22 @@ class Router:
             self.counters["target_skipped"] += 1
             return []
         version_id = event.get(ev.VERSION) or snapshot.latest.get(service_name)
-        if version_id not in snapshot.versions:
+        version = snapshot.versions.get(version_id)
+        if version is None or version.service != service_name:
             self.counters["target_skipped"] += 1
             return []
-        trigger_id = MANUAL_TRIGGER if event["type"] == ev.MANUAL_RUN else SCHEDULE_TRIGGER
+        if event.get(ev.REPLAY_OF):
+            trigger_id = ev.REPLAY_TRIGGER
+        elif event["type"] == ev.MANUAL_RUN:
+            trigger_id = MANUAL_TRIGGER
+        else:
+            trigger_id = SCHEDULE_TRIGGER
         pseudo = TriggerRecord(
             trigger_id, event["type"], service_name, {}, {}, None, False, True, 0, 0
         )
-        priority = event.get(ev.PRIORITY)
-        return [(Match(pseudo, version_id), int(priority) if priority else None)]
+        raw = str(event.get(ev.PRIORITY) or "")
+        priority = int(raw) if raw.isdigit() and 1 <= int(raw) <= 10 else None
+        return [(Match(pseudo, version_id), priority)]
 
     def _new_run(
         self,
@@ -354,6 +447,7 @@ class Router:
             trigger_id=trigger_id,
             priority=priority or service.priority,
             timeout_s=float(manifest.get("timeout_s") or self.settings.default_timeout_s),
+            created_at=time.time(),
         )
         return _Run(
             spec,
@@ -417,24 +511,22 @@ class Router:
 
     async def _run_batch(self, pool: VersionPool, batch: list[_Run]) -> None:
         started = time.time()
+        running_record: asyncio.TimerHandle | None = None
         if len(batch) == 1:
-            # Batches of several runs only form for runs of a few ms: for those, a "running"
-            # record would be stale before anyone could read it, so only the result is written.
-            (run,) = batch
-            self.writer.submit(
-                "update_runs",
-                [
-                    {
-                        "id": run.spec.run_id,
-                        "status": RunStatus.RUNNING.value,
-                        "started_at": started,
-                        "attempt": run.spec.attempt,
-                    }
-                ],
+            # A "running" record is written only for a run still going after a moment: for the
+            # many runs of a few ms it would be stale before anyone could read it, and writing
+            # it costs the database (and the router's GIL) a statement per run. Batches of
+            # several runs only form for runs of a few ms, so they never get one.
+            running_record = asyncio.get_running_loop().call_later(
+                RUNNING_RECORD_AFTER_S, self._record_running, batch[0], started
             )
         specs = [r.spec for r in batch]
         try:
-            outcome: BatchOutcome = await pool.run_batch(specs)
+            try:
+                outcome: BatchOutcome = await pool.run_batch(specs)
+            finally:  # before any result is recorded: the writer keeps order
+                if running_record is not None:
+                    running_record.cancel()
         except ExecutorCrashed as exc:
             if len(batch) == 1:
                 now = time.time()
@@ -484,6 +576,17 @@ class Router:
             self._requeue(by_id[run_id])
         self.wakeup.set()
 
+    def _record_running(self, run: _Run, started: float) -> None:
+        if run.spec.run_id not in self.runs:
+            return
+        change = {
+            "id": run.spec.run_id,
+            "status": RunStatus.RUNNING.value,
+            "started_at": started,
+            "attempt": run.spec.attempt,
+        }
+        self.writer.submit("update_runs", [change])
+
     def _requeue(self, run: _Run, isolate: bool = False) -> None:
         run.dispatched = False
         run.isolate = run.isolate or isolate
@@ -493,11 +596,27 @@ class Router:
     # -- completion ---------------------------------------------------------------------------
 
     async def _complete(self, run: _Run, result: RunResult) -> None:
+        """Complete a run with a result the router made itself (no executor reported it)."""
+        if self.ops is not None:
+            await self._publish_ops([ops.finished(run.spec, result)])
         await self._complete_many([(run, result)])
+
+    async def _publish_ops(self, records: list[dict[str, Any]]) -> None:
+        """Produce ops lifecycle records (their ids and versions make resends harmless)."""
+        if self.ops is None or not records:
+            return
+        try:
+            await self.bus.produce_async(self.ops.runs_topic, [ops.encode(r) for r in records])
+        except Exception as exc:  # ops records must not stop routing
+            self.counters["ops_publish_failures"] += 1
+            self._note_error(f"ops records: {type(exc).__name__}: {exc}")
 
     async def _complete_many(self, done: list[tuple[_Run, RunResult]]) -> None:
         finals: list[tuple[_Run, RunResult]] = []
         updates: list[dict[str, Any]] = []
+        self.metrics.observe_queue_waits(
+            (run.spec, result.started_at - run.queued_at) for run, result in done if run.dispatched
+        )
         for run, result in done:
             run.logs.extend(result.logs)
             retry = (
@@ -518,9 +637,12 @@ class Router:
                     }
                 )
                 run.spec.attempt += 1
+                if self.ops is not None:
+                    self._spawn(self._publish_ops([ops.queued(run.spec)]))
                 run.dispatched = False
                 run.isolate = False
-                self.delayed.push(time.time() + delay, run)
+                run.queued_at = time.time() + delay
+                self.delayed.push(run.queued_at, run)
                 self.counters["retries"] += 1
             else:
                 finals.append((run, result))
@@ -538,7 +660,9 @@ class Router:
         if failed and self.settings.deadletter_failed_runs:
             await self.bus.produce_async(self.settings.deadletter_topic, failed)
             self.counters["runs_dead_lettered"] += len(failed)
+            self.metrics.observe_dead_letters("failed_run", len(failed))
         await self.writer.write("update_runs", updates)
+        self.metrics.observe_finished((run.spec, result, run.dispatched) for run, result in finals)
         for run, result in finals:
             self.runs.pop(run.spec.run_id, None)
             if run.tp is not None:
@@ -555,6 +679,14 @@ class Router:
         while self.running:
             await asyncio.sleep(0.2)
             ticks += 1
+            self.metrics.set_in_flight(len(self.runs))
+            if ticks % 5 == 0:
+                self.metrics.set_executors(
+                    {
+                        (p.version.service, p.version.id): p.stats().actors
+                        for p in self.pools.pools.values()
+                    }
+                )
             if ticks % 25 == 0:  # every 5 s, commit again what may have been dropped
                 self.tracker.recommit()
             await self._commit()
@@ -597,18 +729,42 @@ class Router:
             self.counters["executors_reaped"] += self.pools.reap()
 
     async def _schedule_loop(self) -> None:
-        from fxray.scheduler import Scheduler
+        """Every 0.5 s, claim the due schedule ticks in the database and publish them.
 
-        scheduler = Scheduler()
+        The claim is a conditional UPDATE, so with several platform processes on one database
+        each tick goes to one of them. Ticks of inactive services are consumed without firing;
+        ticks claimed but not yet taken by the bus are kept and sent again on the next turn.
+        """
+        from fxray.scheduler import tick_event
+
+        unsent: list[dict[str, Any]] = []
         while self.running:
-            ticks = scheduler.due(self.table.snapshot.services.values(), time.time())
-            if ticks:
-                mode = self.settings.event_output_mode
-                await self.bus.produce_async(
-                    self.settings.events_topic, [_outgoing(t, mode) for t in ticks]
-                )
-                self.counters["schedule_ticks"] += len(ticks)
-            await asyncio.sleep(1.0)
+            try:
+                claimed = await asyncio.to_thread(self.store.claim_due_ticks, time.time())
+                services = self.table.snapshot.services
+                for schedule, fire_at in claimed:
+                    service = services.get(schedule.service)
+                    if service is not None and not service.active:
+                        self.counters["schedule_ticks_skipped"] += 1
+                        continue
+                    unsent.append(
+                        tick_event(
+                            schedule.service,
+                            fire_at,
+                            schedule_id=schedule.id,
+                            params=schedule.params,
+                        )
+                    )
+                if unsent:
+                    mode = self.settings.event_output_mode
+                    await self.bus.produce_async(
+                        self.settings.events_topic, [_outgoing(t, mode) for t in unsent]
+                    )
+                    self.counters["schedule_ticks"] += len(unsent)
+                    unsent = []
+            except Exception as exc:  # the database or the bus is away: try again shortly
+                self._note_error(f"schedules: {type(exc).__name__}: {exc}")
+            await asyncio.sleep(0.5)
 
     # -- operator calls -----------------------------------------------------------------------
 
@@ -669,6 +825,10 @@ class Router:
             ],
             "errors": list(self.errors[-10:]),
         }
+
+    def run_metrics(self) -> dict[str, Any]:
+        """What this router recorded as metrics (see :class:`fxray.metrics.RunMetrics`)."""
+        return self.metrics.snapshot()
 
     def ping(self) -> str:
         return self.router_id

@@ -3,6 +3,10 @@
 Database calls block, so a thread drains a queue of writes, groups what arrived together into
 one transaction per kind, and resolves each caller's future once its rows are durable. Order
 is kept where it matters: a flush writes inserts before updates, and updates in arrival order.
+
+The same thread keeps the event catalog current (:class:`CatalogTracker`): per flush, one
+observation per event type (count, first/last seen, emitters) and, from a small sample of the
+flush's events, the type's merged JSON Schema when it changed.
 """
 
 from __future__ import annotations
@@ -10,16 +14,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
+import random
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from fxray.store import StateStore
+from fxray import catalog
+from fxray import events as ev
+from fxray.store import EventTypeObservation, NotFound, StateStore
 
 log = logging.getLogger("fxray.writer")
 
 _KINDS = ("events", "insert_runs", "update_runs")
+
+SAMPLES_PER_TYPE = 5
+"""Events per type and flush whose data go into the type's schema."""
+MAX_CACHED_TYPES = 10_000
+MAX_CACHED_RUNS = 100_000
+SERVICE_SOURCE = "fxray/services/"
+"""Events a script emits have ``source`` ``fxray/services/<service>`` unless it sets one."""
 
 
 @dataclass(slots=True)
@@ -38,6 +53,7 @@ class RecordWriter:
         self.max_batch = max_batch
         self.linger_s = linger_s
         self._queue: queue.Queue[_Write | None] = queue.Queue()
+        self.catalog = CatalogTracker(store)
         self._thread = threading.Thread(target=self._run, name="fxray-writer", daemon=True)
         self._thread.start()
         self.flushes = 0
@@ -110,6 +126,169 @@ class RecordWriter:
         for w in batch:
             if w.future is not None and w.loop is not None:
                 w.loop.call_soon_threadsafe(_resolve, w.future, error)
+        if error is None:  # after the callers are answered: the catalog is nobody's wait
+            self._update_catalog(batch)
+
+    def _update_catalog(self, batch: list[_Write]) -> None:
+        """Record the flush's event types; best effort (a lost flush only misses counts)."""
+        tracker = self.catalog
+        events: list[dict[str, Any]] = []
+        try:
+            for w in batch:
+                if w.kind == "insert_runs":
+                    tracker.note_runs(w.rows)
+            events = [e for w in batch if w.kind == "events" for e in w.rows]
+            if not events:
+                return
+            observations = tracker.observe(events)
+        except Exception:
+            log.exception("event catalog: could not aggregate %d events", len(events))
+            return
+        for attempt in range(3):
+            try:
+                self.store.record_event_types(observations)
+                return
+            except Exception as exc:
+                log.warning("event catalog: write failed (attempt %d): %s", attempt, exc)
+                time.sleep(0.2 * 2**attempt)
+        tracker.forget([o.type for o in observations if o.schema is not None])
+
+
+class CatalogTracker:
+    """Aggregates written events into catalog observations, cheaply.
+
+    Per flush and event type: the count, first/last seen (the first and last events' ``time``,
+    or now), the emitting services, and a schema merged over at most
+    :data:`SAMPLES_PER_TYPE` sampled events. The current schema of each type is cached (read
+    once from the store), so a flush reads nothing unless a sample changes a schema; then the
+    stored schema is read again (another router may have widened it) and the merge, with its
+    :func:`fxray.catalog.diff` as ``changes``, goes into the observation.
+    """
+
+    def __init__(self, store: StateStore, samples: int = SAMPLES_PER_TYPE) -> None:
+        self.store = store
+        self.samples = samples
+        self.schemas: dict[str, dict[str, Any]] = {}  # type -> current schema ({}: none yet)
+        self.run_services: dict[str, str | None] = {}  # run id -> service (None: unknown)
+        self.random = random.Random()
+        self.schema_reads = 0
+
+    def note_runs(self, rows: list[dict[str, Any]]) -> None:
+        """Remember which service each new run belongs to (emitters of its events)."""
+        for row in rows:
+            service = row.get("service")
+            if service:
+                self.run_services[row["id"]] = service
+        _trim(self.run_services, MAX_CACHED_RUNS)
+
+    def forget(self, types: list[str]) -> None:
+        """Drop cached schemas (their write failed): read them again next time."""
+        for name in types:
+            self.schemas.pop(name, None)
+
+    def observe(
+        self, events: list[dict[str, Any]], now: float | None = None
+    ) -> list[EventTypeObservation]:
+        """The catalog observations of one flush of events."""
+        now = time.time() if now is None else now
+        by_type: dict[str, list[dict[str, Any]]] = {}
+        emitted: list[dict[str, Any]] = []
+        for event in events:
+            by_type.setdefault(event["type"], []).append(event)
+            if ev.RUN_ID in event:
+                emitted.append(event)
+        emitters: dict[str, set[str]] = {}
+        if emitted:
+            for event in emitted:
+                service = self.emitter_of(event)
+                if service:
+                    emitters.setdefault(event["type"], set()).add(service)
+        observations: list[EventTypeObservation] = []
+        for name, group in by_type.items():
+            first = _seen_at(group[0], now)
+            last = first if len(group) == 1 else _seen_at(group[-1], now)
+            schema, changes = self._schema_change(name, group)
+            services = sorted(emitters.get(name, ()))
+            observations.append(
+                EventTypeObservation(
+                    type=name,
+                    count=len(group),
+                    first_seen=min(first, last),
+                    last_seen=max(first, last),
+                    schema=schema,
+                    emitter=services[0] if services else None,
+                    changes=changes,
+                )
+            )
+            # more emitters of the type in this flush: one more (countless) observation each
+            observations.extend(
+                EventTypeObservation(name, 0, min(first, last), max(first, last), emitter=s)
+                for s in services[1:]
+            )
+        _trim(self.schemas, MAX_CACHED_TYPES)
+        return observations
+
+    def emitter_of(self, event: dict[str, Any]) -> str | None:
+        """The service whose run emitted ``event`` (None if it came from outside)."""
+        run_id = event.get(ev.RUN_ID)
+        if not run_id:
+            return None
+        run_id = str(run_id)
+        if run_id in self.run_services:
+            return self.run_services[run_id]
+        source = str(event.get("source", ""))
+        if source.startswith(SERVICE_SOURCE) and len(source) > len(SERVICE_SOURCE):
+            return source[len(SERVICE_SOURCE) :]
+        try:  # a run of another router, and a script that chose its own source: look it up
+            service: str | None = self.store.get_run(run_id).service
+        except NotFound:
+            service = None
+        self.run_services[run_id] = service
+        return service
+
+    def _schema_change(
+        self, name: str, group: list[dict[str, Any]]
+    ) -> tuple[dict[str, Any] | None, list[str]]:
+        """(the new schema, its changes) if the sample widens the type's schema, else (None, [])."""
+        sample = group if len(group) <= self.samples else self.random.sample(group, self.samples)
+        seen: dict[str, Any] = {}
+        for event in sample:
+            seen = catalog.merge(seen, catalog.event_schema(event))
+        fresh = name not in self.schemas
+        known = self._stored_schema(name) if fresh else self.schemas[name]
+        merged = catalog.merge(known, seen)
+        if merged != known and not fresh:
+            known = self._stored_schema(name)  # another router may have widened it already
+            merged = catalog.merge(known, seen)
+        self.schemas[name] = merged
+        if merged == known:
+            return None, []
+        return merged, catalog.diff(known, merged)
+
+    def _stored_schema(self, name: str) -> dict[str, Any]:
+        self.schema_reads += 1
+        try:
+            return self.store.get_event_type(name).schema or {}
+        except NotFound:
+            return {}
+
+
+def _seen_at(event: dict[str, Any], now: float) -> float:
+    """When an event happened: its ``time`` attribute, or ``now``."""
+    stamp = event.get("time")
+    if not stamp:
+        return now
+    try:
+        return datetime.fromisoformat(str(stamp)).timestamp()
+    except (ValueError, OverflowError, OSError):
+        return now
+
+
+def _trim(cache: dict[str, Any], limit: int) -> None:
+    """Keep a cache under ``limit`` entries by dropping its oldest half."""
+    if len(cache) > limit:
+        for key in list(cache)[: len(cache) // 2]:
+            del cache[key]
 
 
 def merge_runs(

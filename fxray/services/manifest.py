@@ -10,7 +10,6 @@ import posixpath
 import re
 from typing import Annotated, Any
 
-from croniter import croniter
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -160,10 +159,9 @@ class Manifest(BaseModel):
     def _check_schedule(cls, value: str | None) -> str | None:
         if value is None or not value.strip():
             return None
-        value = value.strip()
-        if not croniter.is_valid(value):
-            raise ValueError(f"{value!r} is not a valid cron expression")
-        return value
+        from fxray.scheduler import validate_cron  # the one rule for manifests and the API
+
+        return validate_cron(value)
 
     @model_validator(mode="after")
     def _check_steps(self) -> Manifest:

@@ -1,4 +1,4 @@
-"""Cron schedules as tick events: fire times, no double fire, no back-fill."""
+"""Cron schedules as tick events: fire times, cron validation, tick events and their params."""
 
 from __future__ import annotations
 
@@ -9,39 +9,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fxray import events as ev
+from fxray.context import RunContext, RunInfo
 from fxray.scheduler import (
     MAX_TICKS_PER_CHECK,
-    Scheduler,
     fire_times,
+    iso_utc,
     next_fire_times,
     tick_event,
+    tick_id,
+    validate_cron,
 )
-from fxray.store import ServiceRecord
 
 # a whole minute (and a whole hour): 2023-11-14T22:00:00Z
 BASE = 1_700_000_000 - 1_700_000_000 % 3600
 assert BASE % 3600 == 0
-
-
-def svc(
-    name: str = "svc", schedule: str | None = "* * * * *", active: bool = True
-) -> ServiceRecord:
-    return ServiceRecord(
-        name=name,
-        description="",
-        tags=[],
-        active=active,
-        allow_manual_triggering=True,
-        priority=5,
-        schedule=schedule,
-        max_concurrency=None,
-        created_at=0.0,
-        updated_at=0.0,
-    )
-
-
-def fired_at(ticks: list[dict[str, object]]) -> list[int]:
-    return [int(str(t["id"]).rsplit(":", 1)[1]) - BASE for t in ticks]
 
 
 # --------------------------------------------------------------------------- fire_times
@@ -79,7 +60,7 @@ def test_fire_times_are_utc() -> None:
     assert datetime.fromtimestamp(midnight, UTC).strftime("%H:%M") == "00:00"
 
 
-@settings(database=None)
+@settings(database=None, deadline=None)
 @given(
     after_ms=st.integers(min_value=0, max_value=86_400_000),
     span_ms=st.integers(min_value=0, max_value=5_000_000),
@@ -105,10 +86,6 @@ def test_fire_times_window_property(after_ms: int, span_ms: int, step: int) -> N
 def test_tick_just_after_a_check_is_not_lost() -> None:
     just_before = BASE + 59.9999998  # what time.time() can return, 0.2 us before the minute
     assert fire_times("* * * * *", just_before, BASE + 61) == [BASE + 60]
-    scheduler = Scheduler()
-    scheduler.due([svc()], BASE + 1)
-    assert scheduler.due([svc()], just_before) == []
-    assert fired_at(scheduler.due([svc()], BASE + 61)) == [60]
 
 
 def test_next_fire_times() -> None:
@@ -126,89 +103,94 @@ def test_invalid_expression_raises() -> None:
         fire_times("not a cron", BASE, BASE + 60)
 
 
-# --------------------------------------------------------------------------- Scheduler
+# --------------------------------------------------------------------------- tick events
 
 
-def test_no_backfill_on_first_sight() -> None:
-    scheduler = Scheduler()
-    assert scheduler.due([svc()], BASE + 10) == []
+def test_six_fields_have_seconds_last() -> None:
+    assert next_fire_times("* * * * * */15", BASE, 3) == [BASE + 15, BASE + 30, BASE + 45]
+    assert fire_times("* * * * * *", BASE, BASE + 3) == [BASE + 1, BASE + 2, BASE + 3]
 
 
-def test_each_tick_fires_once_across_repeated_calls() -> None:
-    scheduler = Scheduler()
-    service = svc()
-    assert scheduler.due([service], BASE + 10) == []
-    assert fired_at(scheduler.due([service], BASE + 70)) == [60]
-    assert scheduler.due([service], BASE + 70) == []
-    assert scheduler.due([service], BASE + 80) == []
-    assert fired_at(scheduler.due([service], BASE + 120)) == [120]
-    assert scheduler.due([service], BASE + 120) == []
-    assert fired_at(scheduler.due([service], BASE + 250)) == [180, 240]
+# --------------------------------------------------------------------------- validate_cron
 
 
-def test_frequent_calls_fire_every_tick_exactly_once() -> None:
-    scheduler = Scheduler()
-    service = svc(schedule="*/2 * * * *")
-    seen: list[int] = []
-    now = BASE + 0.25
-    while now < BASE + 1200:
-        seen.extend(fired_at(scheduler.due([service], now)))
-        now += 7.3
-    assert seen == list(range(120, 1200, 120))
+@pytest.mark.parametrize(
+    "expression",
+    ["* * * * *", " */5 * * * * ", "* * * * * */2", "0 9 * * 1-5", "@hourly", "0 0 L * *"],
+)
+def test_valid_cron_expressions(expression: str) -> None:
+    assert validate_cron(expression) == expression.strip()
 
 
-def test_schedule_change_resets() -> None:
-    scheduler = Scheduler()
-    scheduler.due([svc(schedule="* * * * *")], BASE + 10)
-    assert fired_at(scheduler.due([svc(schedule="* * * * *")], BASE + 70)) == [60]
-    # changed at +250: the minutes since +70 are not fired under the new expression
-    assert scheduler.due([svc(schedule="*/2 * * * *")], BASE + 250) == []
-    assert fired_at(scheduler.due([svc(schedule="*/2 * * * *")], BASE + 370)) == [360]
+@pytest.mark.parametrize(
+    ("expression", "says"),
+    [
+        ("", "cannot be empty"),
+        ("   ", "cannot be empty"),
+        ("not a cron", "not a valid cron expression"),
+        ("61 * * * *", "not a valid cron expression"),
+        ("* * * *", "not a valid cron expression"),
+        ("* * * * * 99", "not a valid cron expression"),
+        ("\u0661 * * * *", "not a valid cron expression"),
+        ("0 0 30 2 *", "never fires"),
+        ("* " * 70, "at most 128"),
+    ],
+)
+def test_invalid_cron_expressions(expression: str, says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        validate_cron(expression)
 
 
-def test_inactive_services_do_not_fire_and_are_not_backfilled() -> None:
-    scheduler = Scheduler()
-    scheduler.due([svc()], BASE + 10)
-    assert scheduler.due([svc(active=False)], BASE + 200) == []
-    assert scheduler.due([svc(active=False)], BASE + 400) == []
-    # reactivated: seen anew, nothing fired for the inactive time
-    assert scheduler.due([svc()], BASE + 410) == []
-    assert fired_at(scheduler.due([svc()], BASE + 490)) == [420, 480]
+def test_manifest_and_api_accept_the_same_expressions() -> None:
+    from fxray.services.manifest import Manifest
 
-
-def test_unscheduled_services_never_fire() -> None:
-    scheduler = Scheduler()
-    for now in (BASE, BASE + 600, BASE + 3600):
-        assert scheduler.due([svc(schedule=None), svc("empty", schedule="")], now) == []
-
-
-def test_services_are_independent() -> None:
-    scheduler = Scheduler()
-    scheduler.due([svc("a"), svc("b", schedule="*/5 * * * *")], BASE + 1)
-    ticks = scheduler.due([svc("a"), svc("b", schedule="*/5 * * * *")], BASE + 300)
-    targets = [(t[ev.TARGET], fired_at([t])[0]) for t in ticks]
-    assert sorted(targets) == sorted([("a", 60 * i) for i in range(1, 6)] + [("b", 300)])
+    for expression in ("* * * * * */2", "@daily", "0 0 * * 5#3"):
+        manifest = Manifest(name="s", entrypoint="a.py", schedule=expression)
+        assert manifest.schedule == validate_cron(expression)
 
 
 # --------------------------------------------------------------------------- tick events
 
 
 def test_tick_event_shape() -> None:
-    tick = tick_event("reports", BASE + 60)
+    tick = tick_event("reports", BASE + 60, schedule_id="s1", params={"region": "ch"})
     assert tick["type"] == ev.SCHEDULE_TICK == "fxray.schedule.tick"
     assert tick[ev.TARGET] == "reports"
     assert tick["source"] == "fxray/scheduler"
-    assert tick["id"] == f"tick:reports:{BASE + 60}"
+    assert tick["id"] == f"tick:s1:{BASE + 60}" == tick_id("s1", BASE + 60)
     assert tick["specversion"] == "1.0"
-    assert tick["data"] == {"service": "reports", "scheduled_for": "2023-11-14T22:01:00Z"}
+    assert tick["data"] == {
+        "service": "reports",
+        "scheduled_for": "2023-11-14T22:01:00Z",
+        "schedule_id": "s1",
+        "params": {"region": "ch"},
+    }
     assert ev.from_dict(tick)["id"] == tick["id"]  # a valid CloudEvent
 
 
-def test_tick_id_is_deterministic_across_schedulers() -> None:
-    first, second = Scheduler(), Scheduler()
-    first.due([svc()], BASE + 5)
-    second.due([svc()], BASE + 30)
-    a = first.due([svc()], BASE + 65)
-    b = second.due([svc()], BASE + 61)
-    assert [t["id"] for t in a] == [t["id"] for t in b] == [f"tick:svc:{BASE + 60}"]
-    assert tick_event("svc", BASE + 60.0)["id"] == tick_event("svc", BASE + 60)["id"]
+def test_tick_id_is_deterministic_per_schedule_and_fire_time() -> None:
+    first = tick_event("svc", BASE + 60.0, schedule_id="a")
+    again = tick_event("svc", BASE + 60, schedule_id="a", params={"x": 1})
+    assert first["id"] == again["id"]
+    assert first["id"] != tick_event("svc", BASE + 60, schedule_id="b")["id"]
+    assert first["id"] != tick_event("svc", BASE + 120, schedule_id="a")["id"]
+    assert first["data"]["params"] == {}
+
+
+def test_iso_utc() -> None:
+    assert iso_utc(BASE) == "2023-11-14T22:00:00Z"
+
+
+def _context(event: dict[str, object]) -> RunContext:
+    info = RunInfo("r", "svc", "svc@1", "a.py", "c")
+    return RunContext(event, info, {}, {}, None, None, None)  # type: ignore[arg-type]
+
+
+def test_a_ticks_params_reach_the_script_like_a_manual_runs() -> None:
+    tick = tick_event("svc", BASE + 60, schedule_id="s1", params={"region": "ch", "n": 2})
+    params = _context(tick).params
+    assert params["region"] == "ch" and params["n"] == 2
+    assert params["scheduled_for"] == "2023-11-14T22:01:00Z"  # the tick's own fields stay
+    assert "params" not in params
+    manual = ev.new_event(ev.MANUAL_RUN, {"region": "ch", "n": 2})
+    assert _context(manual).params.to_dict() == {"region": "ch", "n": 2}

@@ -147,9 +147,14 @@ def test_blank_schedule_means_none() -> None:
 
 @pytest.mark.parametrize("cron", ["x", "* * *", "61 * * * *", "every day"])
 def test_invalid_schedules(cron: str) -> None:
-    assert problems_of({"name": "svc", "entrypoint": "m.py", "schedule": cron}) == [
-        f"manifest.json: schedule: {cron!r} is not a valid cron expression"
-    ]
+    (problem,) = problems_of({"name": "svc", "entrypoint": "m.py", "schedule": cron})
+    assert problem.startswith(f"manifest.json: schedule: {cron!r} is not a valid cron expression")
+    assert "5 fields" in problem
+
+
+def test_schedule_that_never_fires() -> None:
+    (problem,) = problems_of({"name": "svc", "entrypoint": "m.py", "schedule": "0 0 30 2 *"})
+    assert problem.startswith("manifest.json: schedule: cron expression '0 0 30 2 *' never fires")
 
 
 @pytest.mark.parametrize(
