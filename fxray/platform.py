@@ -153,7 +153,7 @@ class Platform:
 
         taken = set(ray.get([sink.ping.remote() for sink in self.ops_sinks]))
         index = next(i for i in range(len(taken) + 1) if f"ops-sink-{i}" not in taken)
-        sink = start_sink(self.settings, self._bus(), index)
+        sink = start_sink(self.settings, self._bus(), index, self.store)
         self.ops_sinks.append(sink)
         return sink
 

@@ -25,15 +25,17 @@ if TYPE_CHECKING:
 
 LOG = "log"
 RUN = "run"
-QUEUED, STARTED, STEP_STARTED, STEP_FINISHED, FINISHED = (
+QUEUED, STARTED, STEP_STARTED, STEP_FINISHED, FINISHED, FINAL = (
     "queued",
     "started",
     "step_started",
     "step_finished",
     "finished",
+    "final",
 )
 ATTEMPT_SEQ = 1_000_000  # log seq = (attempt - 1) * ATTEMPT_SEQ + line number in the attempt
-_FINISHED_RANK = 999_999
+_FINISHED_RANK = 999_998
+_FINAL_RANK = 999_999
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +77,9 @@ def lifecycle_rank(state: str, attempt: int, step_index: int = 0) -> int:
         return base + 2 + 2 * step_index
     if state == STEP_FINISHED:
         return base + 3 + 2 * step_index
-    return base + _FINISHED_RANK
+    if state == FINISHED:
+        return base + _FINISHED_RANK
+    return base + _FINAL_RANK
 
 
 def run_fields(spec: RunSpec) -> dict[str, Any]:
@@ -112,8 +116,11 @@ def lifecycle(spec: RunSpec, state: str, *, step_index: int = 0, **fields: Any) 
     }
 
 
-def queued(spec: RunSpec) -> dict[str, Any]:
-    return lifecycle(spec, QUEUED, status="pending")
+def queued(spec: RunSpec, *, error: str | None = None) -> dict[str, Any]:
+    """The ``queued`` record of ``spec``'s attempt (``error``: why the last one is retried)."""
+    if error is None:
+        return lifecycle(spec, QUEUED, status="pending")
+    return lifecycle(spec, QUEUED, status="pending", error=error)
 
 
 def step_dict(step: StepResult) -> dict[str, Any]:
@@ -129,6 +136,27 @@ def step_dict(step: StepResult) -> dict[str, Any]:
 
 def finished(spec: RunSpec, result: RunResult, *, log_lines: int | None = None) -> dict[str, Any]:
     """The ``finished`` record of one attempt (its status may still be retried by the router)."""
+    return lifecycle(spec, FINISHED, **_outcome(spec, result, log_lines))
+
+
+def final(
+    spec: RunSpec, result: RunResult, *, logs: list[Any] | None = None, with_result: bool = True
+) -> dict[str, Any]:
+    """The router's ``final`` record of a run: its last attempt's outcome, never retried.
+
+    It carries what the run's database row holds besides the summary: the run's ``logs`` (as
+    the router collected them) and the script's ``result``, unless left out (``logs=None``,
+    ``with_result=False``) because the router writes them to the database itself.
+    """
+    fields = _outcome(spec, result, None)
+    if logs is not None:
+        fields["logs"] = logs
+    if with_result:
+        fields["result"] = result.result
+    return lifecycle(spec, FINAL, final=True, **fields)
+
+
+def _outcome(spec: RunSpec, result: RunResult, log_lines: int | None) -> dict[str, Any]:
     created = spec.created_at or result.started_at
     fields: dict[str, Any] = {
         "status": result.status.value,
@@ -144,7 +172,7 @@ def finished(spec: RunSpec, result: RunResult, *, log_lines: int | None = None) 
     if log_lines is not None:
         fields["log_lines"] = log_lines
         fields["last_seq"] = log_seq(spec.attempt, log_lines - 1) if log_lines else None
-    return lifecycle(spec, FINISHED, **fields)
+    return fields
 
 
 def log_seq(attempt: int, number: int) -> int:
@@ -172,6 +200,60 @@ def log_record(spec: RunSpec, number: int, line: LogLine) -> dict[str, Any]:
     }
 
 
+_SUMMARY_FIELDS = {
+    "service": "service",
+    "version": "version_id",
+    "trigger_id": "trigger_id",
+    "event_id": "event_id",
+    "event_type": "event_type",
+    "correlation_id": "correlation_id",
+    "priority": "priority",
+    "attempt": "attempt",
+    "shadow": "shadow",
+    "status": "status",
+    "error": "error",
+    "logs": "logs",
+    "result": "result",
+    "rank": "rank",
+}
+
+
+def summary_row(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The management database's run row (the fields it sets) from a lifecycle record; None
+    for records that don't change the summary.
+
+    ``queued`` makes or re-queues the run, ``started`` marks it running and ``final`` completes
+    it. An attempt's ``finished`` record is left out: the router may still retry it, and a row
+    that looked final would make a redelivered event's run count as done.
+    """
+    state = record.get("state")
+    if state not in (QUEUED, STARTED, FINAL):
+        return None
+    row: dict[str, Any] = {"id": record["run_id"], "created_at": float(record["created_ts"])}
+    for name, column in _SUMMARY_FIELDS.items():
+        if name in record:
+            row[column] = record[name]
+    if "started_at" in record:
+        row["started_at"] = _epoch(record["started_at"])
+    if state == FINAL:
+        row["finished_at"] = _epoch(record["finished_at"])
+        row["steps"] = [
+            {
+                "name": s["name"],
+                "status": s["status"],
+                "started_at": _epoch(s["started_at"]),
+                "finished_at": _epoch(s["finished_at"]),
+                "error": s.get("error"),
+            }
+            for s in record.get("steps", [])
+        ]
+    return row
+
+
+def _epoch(stamp: str) -> float:
+    return datetime.fromisoformat(stamp).timestamp()
+
+
 def encode(record: dict[str, Any]) -> OutgoingRecord:
     """An ops record as a bus record keyed by its run id."""
     value = json.dumps(record, separators=(",", ":"), default=str).encode()
@@ -182,10 +264,12 @@ __all__ = [
     "OpsConfig",
     "day",
     "encode",
+    "final",
     "finished",
     "iso",
     "lifecycle",
     "lifecycle_rank",
     "log_record",
     "queued",
+    "summary_row",
 ]

@@ -211,8 +211,13 @@ def ensure_templates(client: Elasticsearch, config: EsConfig) -> None:
 # -- writes -----------------------------------------------------------------------------------
 
 
+_NOT_IN_RUN_DOCS = frozenset({"kind", "rank", "created_ts", "logs", "result"})
+"""A run's logs are documents of their own, and a script's free-form result stays in the
+management database (indexing it would grow the mapping with every new shape)."""
+
+
 def _run_doc(record: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in record.items() if k not in ("kind", "rank", "created_ts")}
+    return {k: v for k, v in record.items() if k not in _NOT_IN_RUN_DOCS}
 
 
 def _log_doc(record: dict[str, Any]) -> dict[str, Any]:
@@ -223,6 +228,8 @@ def bulk_operations(config: EsConfig, records: list[dict[str, Any]]) -> list[dic
     """The ``_bulk`` body for ops records: logs by ``doc_id``, run summaries versioned."""
     body: list[dict[str, Any]] = []
     for record in records:
+        if record.get("state") == ops.FINAL:
+            continue  # the router's record for the database; the attempt's "finished" is here
         if record.get("kind") == ops.LOG:
             index = f"{config.logs_alias}-{ops.day(float(record['ts']))}"
             body.append({"index": {"_index": index, "_id": record["doc_id"]}})
@@ -250,10 +257,11 @@ class BulkOutcome:
 def write(client: Elasticsearch, config: EsConfig, records: list[dict[str, Any]]) -> BulkOutcome:
     """Bulk-write ops records. Raises :class:`Unavailable` when the batch should be written
     again later (nothing is lost: ids make rewrites idempotent)."""
-    if not records:
+    operations = bulk_operations(config, records)
+    if not operations:
         return BulkOutcome()
     try:
-        answer = client.bulk(operations=bulk_operations(config, records))
+        answer = client.bulk(operations=operations)
     except (TransportConnectionError, ConnectionTimeout) as exc:
         raise Unavailable(f"elasticsearch unreachable: {exc}") from exc
     except ApiError as exc:
@@ -274,5 +282,6 @@ def write(client: Elasticsearch, config: EsConfig, records: list[dict[str, Any]]
         else:
             outcome.rejected.append(f"{result.get('_id')}: {status} {result.get('error')}")
     if retry:
-        raise Unavailable(f"elasticsearch refused {retry} of {len(records)} records for now")
+        refused = f"{retry} of {len(answer['items'])}"
+        raise Unavailable(f"elasticsearch refused {refused} records for now")
     return outcome

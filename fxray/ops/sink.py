@@ -1,20 +1,27 @@
-"""The ops sink: a Ray actor that consumes the ops topics and bulk-writes Elasticsearch.
+"""The ops sink: a Ray actor that consumes the ops topics, bulk-writes Elasticsearch and keeps
+the run summaries in the management database current.
 
-Sinks scale like routers: ``ops_sinks`` actors form one consumer group
-(``fxray-ops-sink.<instance>``), each a static member named after its index, so a sink that
-crashes and is started again under its index takes its partitions back at once.
+Sinks scale like routers. A sink has two **lanes**, each its own consumer group, so one
+destination being away never holds up the other:
 
-Two tasks share one event loop:
+* ``elasticsearch`` (group ``fxray-ops-sink.<instance>``): run and log records into the daily
+  indices (:mod:`fxray.ops.elastic`);
+* ``database`` (group ``fxray-run-summaries.<instance>``): run lifecycle records into the runs
+  table (:func:`fxray.ops.summary_row`), as rank-guarded upserts.
 
-* **poll** appends records to a buffer; it pauses its partitions while Elasticsearch is away or
-  the buffer is full, and keeps polling so the sink stays in its group;
-* **write** takes up to :data:`BULK_MAX` records from the head of the buffer, writes them in one
-  ``_bulk`` request (retrying with exponential back-off while Elasticsearch is unavailable),
-  and only then commits their offsets: at-least-once, and the documents' ids make a rewrite
-  idempotent (see :mod:`fxray.ops.elastic`), so nothing is lost and nothing is duplicated.
+Each sink is a static member of both groups, named after its index, so a sink that crashes
+and is started again under its index takes its partitions back at once. Per lane, two tasks
+share the actor's event loop:
 
-Routers and executors only produce to the bus, so a slow or absent Elasticsearch never holds
-them up.
+* **poll** appends records to the lane's buffer; it pauses the lane's partitions while its
+  destination is away or the buffer is full, and keeps polling so the sink stays in the group;
+* **write** takes up to a batch of records from the head of the buffer, writes them in one
+  request (retrying with exponential back-off while the destination is unavailable), and only
+  then commits their offsets: at-least-once, and the writes are idempotent (document ids and
+  versions in Elasticsearch, ranks in the database), so nothing is lost or duplicated.
+
+Routers and executors only produce to the bus, so a slow or absent Elasticsearch or database
+never holds them up.
 """
 
 from __future__ import annotations
@@ -26,9 +33,12 @@ import logging
 import time
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import ray
+from sqlalchemy import exc as sa_exc
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -40,10 +50,11 @@ from fxray import ops
 from fxray.bus import EventBus, Record, TopicPartition
 from fxray.ops import elastic
 from fxray.settings import Settings
+from fxray.store import StateStore
 
 log = logging.getLogger("fxray.ops.sink")
 
-BULK_MAX = 2000  # records per _bulk request
+BULK_MAX = 2000  # records per _bulk request (or database transaction)
 MAX_BUFFER = 20_000  # records held before the sink pauses its partitions
 POLL_MAX = 1000
 GATHER_S = 0.05  # wait this long for a batch to fill before writing a small one
@@ -56,30 +67,86 @@ def sink_group(settings: Settings) -> str:
     return f"fxray-ops-sink.{settings.instance}"
 
 
+def summaries_group(settings: Settings) -> str:
+    return f"fxray-run-summaries.{settings.instance}"
+
+
+_Batch = list[tuple[TopicPartition, int, "dict[str, Any] | None"]]
+
+
+@dataclass(eq=False)
+class _Lane:
+    """One destination of the sink: a consumer group, its buffer and its write."""
+
+    name: str
+    group: str
+    topics: list[str]
+    member_id: str
+    write: Callable[[list[dict[str, Any]]], Awaitable[None]]
+    unavailable: tuple[type[BaseException], ...]
+    consumer: Any = None
+    buffer: _Batch = field(default_factory=list)
+    has_data: asyncio.Event = field(default_factory=asyncio.Event)
+    uncommitted: dict[TopicPartition, int] = field(default_factory=dict)
+    down_since: float | None = None
+    paused: bool = False
+    counters: Counter[str] = field(default_factory=Counter)
+
+
 class OpsSink:
-    """One ops sink; runs as a Ray actor started by :func:`start_sink`."""
+    """One ops sink; runs as a Ray actor started by :func:`start_sink`.
+
+    Without a ``store`` the sink only writes Elasticsearch (the database lane is off).
+    """
 
     def __init__(
-        self, settings: dict[str, Any], bus: EventBus, es: elastic.EsConfig, *, index: int = 0
+        self,
+        settings: dict[str, Any],
+        bus: EventBus,
+        es: elastic.EsConfig,
+        *,
+        index: int = 0,
+        store: StateStore | None = None,
     ) -> None:
         logging.basicConfig(level=logging.INFO)
         self.settings = Settings(**settings)
         self.bus = bus
         self.es = es
+        self.store = store
         self.index = index
         self.sink_id = f"ops-sink-{index}"
         self.client = es.client()
-        self.consumer: Any = None
-        self.buffer: list[tuple[TopicPartition, int, dict[str, Any] | None]] = []
-        self.has_data = asyncio.Event()
-        self.uncommitted: dict[TopicPartition, int] = {}
         self.templates_ok = False
-        self.es_down_since: float | None = None
-        self.paused = False
         self.running = False
         self.tasks: list[asyncio.Task[None]] = []
-        self.counters: Counter[str] = Counter()
         self.errors: list[str] = []
+        s = self.settings
+        member = f"{s.instance}.{self.sink_id}"
+        self.elastic = _Lane(
+            "elasticsearch",
+            sink_group(s),
+            [s.ops_runs_topic, s.ops_logs_topic],
+            member,
+            self._write_elasticsearch,
+            (elastic.Unavailable,),
+        )
+        self.lanes = [self.elastic]
+        if store is not None:
+            self.lanes.append(
+                _Lane(
+                    "database",
+                    summaries_group(s),
+                    [s.ops_runs_topic],
+                    f"{member}.summaries",
+                    self._write_summaries,
+                    (sa_exc.OperationalError, sa_exc.InterfaceError),
+                )
+            )
+
+    @property
+    def counters(self) -> Counter[str]:
+        """The Elasticsearch lane's counters."""
+        return self.elastic.counters
 
     # lifecycle -------------------------------------------------------------------------------
 
@@ -87,151 +154,188 @@ class OpsSink:
         if self.running:
             return self.sink_id
         self.running = True
-        await asyncio.to_thread(self._open_consumer)
-        self.tasks = [
-            asyncio.create_task(self._guard(self._poll_loop)),
-            asyncio.create_task(self._guard(self._write_loop)),
-        ]
+        await asyncio.to_thread(self._open_consumers)
+        for lane in self.lanes:
+            self.tasks.append(asyncio.create_task(self._guard(self._poll_loop, lane)))
+            self.tasks.append(asyncio.create_task(self._guard(self._write_loop, lane)))
         return self.sink_id
 
-    def _open_consumer(self) -> None:
+    def _open_consumers(self) -> None:
         s = self.settings
         for topic in (s.ops_runs_topic, s.ops_logs_topic):
             self.bus.ensure_topic(topic, s.bus_partitions)
-        self.consumer = self.bus.consumer(
-            sink_group(s),
-            [s.ops_runs_topic, s.ops_logs_topic],
-            member_id=f"{s.instance}.{self.sink_id}",
-        )
+        for lane in self.lanes:
+            lane.consumer = self.bus.consumer(lane.group, lane.topics, member_id=lane.member_id)
 
     async def stop(self, timeout_s: float = 10.0) -> dict[str, int]:
         """Stop polling, write what is buffered (within ``timeout_s``), commit, leave."""
         self.running = False
-        poll, write = self.tasks or (None, None)
-        if poll is not None:
+        polls, writes = self.tasks[0::2], self.tasks[1::2]
+        for poll in polls:
             poll.cancel()
-            await asyncio.gather(poll, return_exceptions=True)
-        if write is not None:
-            self.has_data.set()
+        await asyncio.gather(*polls, return_exceptions=True)
+        for lane in self.lanes:
+            lane.has_data.set()
+        deadline = time.monotonic() + timeout_s
+        for lane, write in zip(self.lanes, writes, strict=False):
             try:
-                await asyncio.wait_for(write, timeout_s)
+                await asyncio.wait_for(write, max(0.1, deadline - time.monotonic()))
             except (TimeoutError, asyncio.CancelledError):
                 pass
             except Exception as exc:  # unwritten records are redelivered to the next sink
-                self._note_error(f"stop: {type(exc).__name__}: {exc}")
-        await self._commit()
-        if self.consumer is not None:
-            await self.consumer.close_async()
+                self._note_error(f"stop {lane.name}: {type(exc).__name__}: {exc}")
+        for lane in self.lanes:
+            await self._commit(lane)
+            if lane.consumer is not None:
+                await lane.consumer.close_async()
         return dict(self.counters)
 
-    async def _guard(self, loop: Any) -> None:
+    async def _guard(self, loop: Callable[[_Lane], Awaitable[None]], lane: _Lane) -> None:
         while self.running:
             try:
-                await loop()
+                await loop(lane)
                 return
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.exception("ops sink loop %s failed; restarting it", loop.__name__)
-                self._note_error(f"{loop.__name__}: {type(exc).__name__}: {exc}")
+                name = getattr(loop, "__name__", "loop")
+                log.exception("ops sink %s loop %s failed; restarting it", lane.name, name)
+                self._note_error(f"{lane.name} {name}: {type(exc).__name__}: {exc}")
                 await asyncio.sleep(0.5)
 
     # poll ------------------------------------------------------------------------------------
 
-    async def _poll_loop(self) -> None:
+    async def _poll_loop(self, lane: _Lane) -> None:
         while self.running:
-            self._backpressure()
-            records: list[Record] = await self.consumer.poll_async(POLL_MAX, 0.1)
+            self._backpressure(lane)
+            records: list[Record] = await lane.consumer.poll_async(POLL_MAX, 0.1)
             if records:
-                self.counters["records_in"] += len(records)
-                self.buffer.extend(
+                lane.counters["records_in"] += len(records)
+                lane.buffer.extend(
                     ((r.topic, r.partition), r.offset, _decode(r.value)) for r in records
                 )
-                self.has_data.set()
+                lane.has_data.set()
 
-    def _backpressure(self) -> None:
-        """Pause while Elasticsearch is away or the buffer is full; keep polling meanwhile."""
-        hold = self.es_down_since is not None or len(self.buffer) >= MAX_BUFFER
-        assignment = self.consumer.assignment()
+    def _backpressure(self, lane: _Lane) -> None:
+        """Pause while the destination is away or the buffer is full; keep polling meanwhile."""
+        hold = lane.down_since is not None or len(lane.buffer) >= MAX_BUFFER
+        assignment = lane.consumer.assignment()
         if hold:
-            self.consumer.pause(assignment)  # also partitions assigned since the last pause
-            if not self.paused:
-                self.paused = True
-                self.counters["pauses"] += 1
-        elif self.paused:
-            self.consumer.resume(assignment)
-            self.paused = False
+            lane.consumer.pause(assignment)  # also partitions assigned since the last pause
+            if not lane.paused:
+                lane.paused = True
+                lane.counters["pauses"] += 1
+        elif lane.paused:
+            lane.consumer.resume(assignment)
+            lane.paused = False
 
     # write -----------------------------------------------------------------------------------
 
-    async def _write_loop(self) -> None:
-        while self.running or self.buffer:
-            if not self.buffer:
-                self.has_data.clear()
+    async def _write_loop(self, lane: _Lane) -> None:
+        while self.running or lane.buffer:
+            if not lane.buffer:
+                lane.has_data.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.has_data.wait(), 0.5)
+                    await asyncio.wait_for(lane.has_data.wait(), 0.5)
                 continue
-            if len(self.buffer) < BULK_MAX and self.running:
+            if len(lane.buffer) < BULK_MAX and self.running:
                 await asyncio.sleep(GATHER_S)
-            batch = self.buffer[:BULK_MAX]
-            await self._write(batch)
-            del self.buffer[: len(batch)]
+            batch = lane.buffer[:BULK_MAX]
+            await self._write(lane, batch)
+            del lane.buffer[: len(batch)]
             for tp, offset, _ in batch:
-                if offset + 1 > self.uncommitted.get(tp, -1):
-                    self.uncommitted[tp] = offset + 1
-            await self._commit()
+                if offset + 1 > lane.uncommitted.get(tp, -1):
+                    lane.uncommitted[tp] = offset + 1
+            await self._commit(lane)
 
-    async def _write(self, batch: list[tuple[TopicPartition, int, dict[str, Any] | None]]) -> None:
+    async def _write(self, lane: _Lane, batch: _Batch) -> None:
         records = [r for _, _, r in batch if r is not None]
-        self.counters["undecodable"] += len(batch) - len(records)
+        lane.counters["undecodable"] += len(batch) - len(records)
+
+        def unavailable(state: RetryCallState) -> None:
+            if lane.down_since is None:
+                lane.down_since = time.monotonic()
+            # what comes back may be a new, empty cluster: put the templates (idempotent) again
+            self.templates_ok = False
+            lane.counters["write_retries"] += 1
+            exc = state.outcome.exception() if state.outcome else None
+            self._note_error(f"{lane.name} unavailable (attempt {state.attempt_number}): {exc}")
+
         retrying = AsyncRetrying(
-            retry=retry_if_exception_type(elastic.Unavailable),
+            retry=retry_if_exception_type(lane.unavailable),
             wait=wait_exponential_jitter(initial=0.2, max=MAX_BACKOFF_S),
             stop=self._stopping,
-            before_sleep=self._unavailable,
+            before_sleep=unavailable,
             reraise=True,
         )
         async for attempt in retrying:
             with attempt:
-                if not self.templates_ok:
-                    await asyncio.to_thread(elastic.ensure_templates, self.client, self.es)
-                    self.templates_ok = True
-                outcome = await asyncio.to_thread(elastic.write, self.client, self.es, records)
-        if self.es_down_since is not None:
-            down = time.monotonic() - self.es_down_since
-            log.info("elasticsearch is back after %.1fs", down)
-            self.es_down_since = None
-        self.counters["batches"] += 1
-        self.counters["written"] += outcome.written
-        self.counters["stale"] += outcome.stale
+                await lane.write(records)
+        if lane.down_since is not None:
+            log.info("%s is back after %.1fs", lane.name, time.monotonic() - lane.down_since)
+            lane.down_since = None
+        lane.counters["batches"] += 1
+
+    async def _write_elasticsearch(self, records: list[dict[str, Any]]) -> None:
+        if not self.templates_ok:
+            await asyncio.to_thread(elastic.ensure_templates, self.client, self.es)
+            self.templates_ok = True
+        outcome = await asyncio.to_thread(elastic.write, self.client, self.es, records)
+        counters = self.elastic.counters
+        counters["written"] += outcome.written
+        counters["stale"] += outcome.stale
         if outcome.rejected:
-            self.counters["rejected"] += len(outcome.rejected)
+            counters["rejected"] += len(outcome.rejected)
             self._note_error(f"{len(outcome.rejected)} records rejected: {outcome.rejected[:3]}")
+
+    async def _write_summaries(self, records: list[dict[str, Any]]) -> None:
+        """Upsert the newest summary of each run in ``records`` (rank-guarded)."""
+        newest: dict[str, dict[str, Any]] = {}
+        for record in records:
+            if record.get("kind") != ops.RUN:
+                continue
+            row = ops.summary_row(record)
+            if row is not None and row["rank"] >= newest.get(row["id"], row)["rank"]:
+                newest[row["id"]] = row
+        if newest:
+            await asyncio.to_thread(self._upsert_summaries, list(newest.values()))
+
+    def _upsert_summaries(self, rows: list[dict[str, Any]]) -> None:
+        assert self.store is not None
+        counters = self.lanes[1].counters
+        try:
+            self.store.upsert_runs(rows, ranked=True)
+            counters["written"] += len(rows)
+            return
+        except (sa_exc.OperationalError, sa_exc.InterfaceError):
+            raise  # the database is away: the lane retries
+        except sa_exc.SQLAlchemyError as exc:  # a bad row: write the others, skip it
+            self._note_error(f"run summaries: batch refused ({type(exc).__name__}); one by one")
+        for row in rows:
+            try:
+                self.store.upsert_runs([row], ranked=True)
+                counters["written"] += 1
+            except (sa_exc.OperationalError, sa_exc.InterfaceError):
+                raise
+            except sa_exc.SQLAlchemyError as exc:
+                counters["rejected"] += 1
+                self._note_error(f"run summary of {row['id']} refused: {exc}")
 
     def _stopping(self, state: RetryCallState) -> bool:
         return not self.running
 
-    def _unavailable(self, state: RetryCallState) -> None:
-        if self.es_down_since is None:
-            self.es_down_since = time.monotonic()
-        # what comes back may be a new, empty cluster: put the templates (idempotent) again
-        self.templates_ok = False
-        self.counters["write_retries"] += 1
-        exc = state.outcome.exception() if state.outcome else None
-        self._note_error(f"elasticsearch unavailable (attempt {state.attempt_number}): {exc}")
-
-    async def _commit(self) -> None:
-        offsets, self.uncommitted = self.uncommitted, {}
-        if not offsets or self.consumer is None:
+    async def _commit(self, lane: _Lane) -> None:
+        offsets, lane.uncommitted = lane.uncommitted, {}
+        if not offsets or lane.consumer is None:
             return
         try:
-            await self.consumer.commit_async(offsets)
-            self.counters["commits"] += 1
+            await lane.consumer.commit_async(offsets)
+            lane.counters["commits"] += 1
         except Exception as exc:  # tried again with the next batch; else redelivered (harmless)
-            self.counters["commit_failures"] += 1
-            self._note_error(f"commit: {type(exc).__name__}: {exc}")
+            lane.counters["commit_failures"] += 1
+            self._note_error(f"{lane.name} commit: {type(exc).__name__}: {exc}")
             for tp, offset in offsets.items():
-                self.uncommitted[tp] = max(offset, self.uncommitted.get(tp, 0))
+                lane.uncommitted[tp] = max(offset, lane.uncommitted.get(tp, 0))
 
     # operator calls --------------------------------------------------------------------------
 
@@ -241,20 +345,29 @@ class OpsSink:
         del self.errors[:-50]
 
     def stats(self) -> dict[str, Any]:
+        """The Elasticsearch lane's figures at the top level (``buffered``, ``paused``,
+        ``es_down_s``, ``assignment``, ``counters``); each lane's under ``lanes``."""
+        lanes = {lane.name: _lane_stats(lane) for lane in self.lanes}
         return {
             "sink": self.sink_id,
-            "buffered": len(self.buffer),
-            "paused": self.paused,
-            "es_down_s": None
-            if self.es_down_since is None
-            else time.monotonic() - self.es_down_since,
-            "assignment": sorted(self.consumer.assignment()) if self.consumer else [],
-            "counters": dict(self.counters),
+            **lanes["elasticsearch"],
+            "es_down_s": lanes["elasticsearch"]["down_s"],
+            "lanes": lanes,
             "errors": list(self.errors[-10:]),
         }
 
     def ping(self) -> str:
         return self.sink_id
+
+
+def _lane_stats(lane: _Lane) -> dict[str, Any]:
+    return {
+        "buffered": len(lane.buffer),
+        "paused": lane.paused,
+        "down_s": None if lane.down_since is None else time.monotonic() - lane.down_since,
+        "assignment": sorted(lane.consumer.assignment()) if lane.consumer else [],
+        "counters": dict(lane.counters),
+    }
 
 
 def _decode(value: bytes) -> dict[str, Any] | None:
@@ -268,8 +381,11 @@ def _decode(value: bytes) -> dict[str, Any] | None:
     return record if all(record.get(k) is not None for k in needed) else None
 
 
-def start_sink(settings: Settings, bus: EventBus, index: int) -> Any:
-    """Start ops sink ``index`` as a Ray actor; returns its handle once it consumes."""
+def start_sink(
+    settings: Settings, bus: EventBus, index: int, store: StateStore | None = None
+) -> Any:
+    """Start ops sink ``index`` as a Ray actor (keeping run summaries in ``store`` if given);
+    returns its handle once it consumes."""
     handle = (
         ray.remote(OpsSink)
         .options(
@@ -277,7 +393,13 @@ def start_sink(settings: Settings, bus: EventBus, index: int) -> Any:
             num_cpus=0,
             max_concurrency=100,
         )
-        .remote(settings.public_dict(), bus, elastic.EsConfig.from_settings(settings), index=index)
+        .remote(
+            settings.public_dict(),
+            bus,
+            elastic.EsConfig.from_settings(settings),
+            index=index,
+            store=store,
+        )
     )
     ray.get(handle.start.remote())
     return handle

@@ -50,6 +50,9 @@ RUN_NAMESPACE = uuid.UUID("5b0c1d2e-8f3a-4c6b-9d7e-0a1b2c3d4e5f")
 TARGET_BATCH_S = 0.02
 GIL_SWITCH_INTERVAL_S = 0.0005
 RUNNING_RECORD_AFTER_S = 0.25
+MAX_OPS_RECORD_BYTES = 512 * 1024
+"""A run's ``final`` ops record larger than this leaves its logs and result to the router's
+own database write (Kafka refuses records over ``message.max.bytes``, 1 MB by default)."""
 MANUAL_TRIGGER = "manual"
 SCHEDULE_TRIGGER = "schedule"
 
@@ -287,8 +290,10 @@ class Router:
         # The writer keeps order, so these rows are durable before any later update of the
         # same runs, and offsets are committed only after those updates: no need to wait here.
         self.writer.submit("events", events)
-        self.writer.submit("insert_runs", [_pending_row(r) for r in live])
-        if self.ops is not None and live:
+        if self.ops is None:
+            self.writer.submit("insert_runs", [_pending_row(r) for r in live])
+        elif live:  # the ops sink makes the rows; the catalog still learns who emits what
+            self.writer.submit("runs_seen", [_seen_row(r) for r in live])
             self._spawn(self._publish_ops([ops.queued(r.spec) for r in live]))
         for run in live:
             self.runs[run.spec.run_id] = run
@@ -577,8 +582,8 @@ class Router:
         self.wakeup.set()
 
     def _record_running(self, run: _Run, started: float) -> None:
-        if run.spec.run_id not in self.runs:
-            return
+        if run.spec.run_id not in self.runs or self.ops is not None:
+            return  # with the ops sink on, the executor's "started" record says it
         change = {
             "id": run.spec.run_id,
             "status": RunStatus.RUNNING.value,
@@ -611,6 +616,31 @@ class Router:
             self.counters["ops_publish_failures"] += 1
             self._note_error(f"ops records: {type(exc).__name__}: {exc}")
 
+    async def _record_finals(self, finals: list[tuple[_Run, RunResult]]) -> None:
+        """With the ops sink on: the runs' ``final`` records are on the bus (acknowledged)
+        before their offsets may be committed; the sink writes them to the database.
+
+        A record too large for the bus leaves its logs and result out, and the router writes
+        those (with the whole row, rank-guarded like the sink's writes) to the database itself.
+        """
+        records: list[OutgoingRecord] = []
+        direct: list[dict[str, Any]] = []
+        for run, result in finals:
+            logs = [list(line) for line in run.logs]
+            out = ops.encode(ops.final(run.spec, result, logs=logs))
+            if len(out.value) > MAX_OPS_RECORD_BYTES:
+                slim = ops.final(run.spec, result, logs=None, with_result=False)
+                out = ops.encode(slim)
+                row = {**_pending_row(run), **_final_row(run, result), "rank": slim["rank"]}
+                direct.append(row)
+            records.append(out)
+        if direct:
+            self.counters["final_rows_written_directly"] += len(direct)
+            await self.writer.write("ranked_runs", direct)
+        if records:
+            assert self.ops is not None
+            await self.bus.produce_async(self.ops.runs_topic, records)
+
     async def _complete_many(self, done: list[tuple[_Run, RunResult]]) -> None:
         finals: list[tuple[_Run, RunResult]] = []
         updates: list[dict[str, Any]] = []
@@ -628,17 +658,18 @@ class Router:
                 delay = run.backoff_s * (2 ** (run.spec.attempt - 1))
                 note = f"attempt {run.spec.attempt} {result.status.value}: {result.error}"
                 run.logs.append([time.time(), "WARNING", "", f"{note}; retrying in {delay:g}s"])
-                updates.append(
-                    {
-                        "id": run.spec.run_id,
-                        "status": RunStatus.PENDING.value,
-                        "error": result.error,
-                        "logs": run.logs,
-                    }
-                )
                 run.spec.attempt += 1
-                if self.ops is not None:
-                    self._spawn(self._publish_ops([ops.queued(run.spec)]))
+                if self.ops is None:
+                    updates.append(
+                        {
+                            "id": run.spec.run_id,
+                            "status": RunStatus.PENDING.value,
+                            "error": result.error,
+                            "logs": run.logs,
+                        }
+                    )
+                else:
+                    self._spawn(self._publish_ops([ops.queued(run.spec, error=result.error)]))
                 run.dispatched = False
                 run.isolate = False
                 run.queued_at = time.time() + delay
@@ -646,7 +677,8 @@ class Router:
                 self.counters["retries"] += 1
             else:
                 finals.append((run, result))
-                updates.append(_final_row(run, result))
+                if self.ops is None:
+                    updates.append(_final_row(run, result))
         emitted = [e for run, result in finals for e in result.emitted]
         if emitted:
             records = [_outgoing(e, self.settings.event_output_mode) for e in emitted]
@@ -662,6 +694,8 @@ class Router:
             self.counters["runs_dead_lettered"] += len(failed)
             self.metrics.observe_dead_letters("failed_run", len(failed))
         await self.writer.write("update_runs", updates)
+        if self.ops is not None:
+            await self._record_finals(finals)
         self.metrics.observe_finished((run.spec, result, run.dispatched) for run, result in finals)
         for run, result in finals:
             self.runs.pop(run.spec.run_id, None)
@@ -801,7 +835,10 @@ class Router:
         if run is None or not self.queue.reprioritise(run_id, priority):
             return False
         run.spec.priority = priority
-        await self.writer.write("update_runs", [{"id": run_id, "priority": priority}])
+        if self.ops is None:
+            await self.writer.write("update_runs", [{"id": run_id, "priority": priority}])
+        else:  # the run's "queued" record again, with its new priority (same rank: it applies)
+            await self.bus.produce_async(self.ops.runs_topic, [ops.encode(ops.queued(run.spec))])
         self.wakeup.set()
         return True
 
@@ -899,6 +936,10 @@ def _pending_row(run: _Run) -> dict[str, Any]:
         "steps": [],
         "logs": [],
     }
+
+
+def _seen_row(run: _Run) -> dict[str, Any]:
+    return {"id": run.spec.run_id, "service": run.spec.service}
 
 
 def _final_row(run: _Run, result: RunResult) -> dict[str, Any]:

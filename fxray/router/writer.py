@@ -27,7 +27,9 @@ from fxray.store import EventTypeObservation, NotFound, StateStore
 
 log = logging.getLogger("fxray.writer")
 
-_KINDS = ("events", "insert_runs", "update_runs")
+_KINDS = ("events", "insert_runs", "update_runs", "ranked_runs", "runs_seen")
+"""``runs_seen`` rows (id, service) only feed the catalog; ``ranked_runs`` are whole rows
+upserted rank-guarded (:meth:`~fxray.store.StateStore.upsert_runs`)."""
 
 SAMPLES_PER_TYPE = 5
 """Events per type and flush whose data go into the type's schema."""
@@ -116,6 +118,8 @@ class RecordWriter:
                     self.store.upsert_runs(upserts)
                 if updates:
                     self.store.update_runs(updates)
+                if by_kind["ranked_runs"]:
+                    self.store.upsert_runs(by_kind["ranked_runs"], ranked=True)
                 error = None
                 break
             except Exception as exc:  # the database is busy or away: back off, then retry
@@ -135,7 +139,7 @@ class RecordWriter:
         events: list[dict[str, Any]] = []
         try:
             for w in batch:
-                if w.kind == "insert_runs":
+                if w.kind in ("insert_runs", "runs_seen"):
                     tracker.note_runs(w.rows)
             events = [e for w in batch if w.kind == "events" for e in w.rows]
             if not events:

@@ -103,6 +103,9 @@ class RunRow(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     logs: Mapped[list[Any]] = mapped_column(JSON, default=list)
     result: Mapped[Any] = mapped_column(JSON, nullable=True)
+    # the ops record the row was last written from (run summaries kept by the ops sink);
+    # None for rows the router writes itself
+    rank: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class EventRow(Base):

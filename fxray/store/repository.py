@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, create_engine, delete, event, select, update
+from sqlalchemy import Engine, bindparam, create_engine, delete, event, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -402,8 +402,13 @@ class StateStore(AccessStore, MappingStore, ScheduleStore, CatalogStore, Reposit
             with self.session() as s:
                 s.connection().execute(self._insert_ignore(RunRow), rows)
 
-    def upsert_runs(self, runs: Iterable[dict[str, Any]]) -> None:
-        """Insert whole run rows, or overwrite the given fields where the run exists."""
+    def upsert_runs(self, runs: Iterable[dict[str, Any]], *, ranked: bool = False) -> None:
+        """Insert whole run rows, or overwrite the given fields where the run exists.
+
+        ``ranked``: every row has a ``rank`` (:func:`fxray.ops.lifecycle_rank`) and overwrites
+        a stored row only if that row's rank is not higher, so records applied late, twice or
+        out of order leave the newest state (run summaries kept by the ops sink).
+        """
         groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for row in runs:
             groups.setdefault(tuple(sorted(row)), []).append(row)
@@ -416,9 +421,13 @@ class StateStore(AccessStore, MappingStore, ScheduleStore, CatalogStore, Reposit
             for fields, rows in groups.items():
                 statement = module.insert(table)
                 keep = ("id", "created_at")
+                guard = None
+                if ranked:
+                    guard = or_(table.c.rank.is_(None), table.c.rank <= statement.excluded.rank)
                 statement = statement.on_conflict_do_update(
                     index_elements=["id"],
                     set_={f: statement.excluded[f] for f in fields if f not in keep},
+                    where=guard,
                 )
                 s.connection().execute(statement, rows)
 

@@ -16,9 +16,12 @@ import httpx
 import pytest
 import ray
 import uvicorn
+from sqlalchemy import select
 
 from fxray import Platform
 from fxray.api import create_app
+from fxray.store import RunRecord
+from fxray.store.models import RunRow
 from tests.integration.ops.conftest import count, es_of, search_all, wait_for
 
 ServiceDir = Callable[..., Path]
@@ -90,6 +93,13 @@ def test_three_service_flow_is_searchable_and_secrets_stay_out(
     assert leak_run.status == "failed"
     by_service = {r.service: r for r in runs}
     assert set(by_service) == {a, b, c} and all(r.status == "succeeded" for r in runs)
+    # the management database's rows came from the ops sink (ranked), whole
+    assert all(rank is not None for rank in _ranks(platform, [*by_service.values(), leak_run]))
+    assert [s["name"] for s in by_service[c].steps] == ["c1.py", "c2.py"]
+    assert [line[3] for line in by_service[b].logs] == ["B checks order o-1"]
+    assert by_service[a].started_at and by_service[a].finished_at >= by_service[a].started_at
+    assert by_service[b].event_type == "flow.a" and by_service[b].correlation_id == event["id"]
+    assert SECRET not in json.dumps([r.logs for r in runs]) and "***" in leak_run.error
 
     es, config = es_of(platform)
     flow = {"term": {"correlation_id": event["id"]}}
@@ -154,6 +164,40 @@ def test_three_service_flow_is_searchable_and_secrets_stay_out(
     assert "leaking ***" in [d["message"] for d in search_all(es, config.logs_alias, leak_filter)]
 
 
+def _ranks(platform: Platform, runs: list[RunRecord]) -> list[int | None]:
+    assert platform.store is not None
+    ids = [r.id for r in runs]
+    with platform.store.session() as session:
+        rows = session.execute(select(RunRow.id, RunRow.rank).where(RunRow.id.in_(ids)))
+        found = {run_id: rank for run_id, rank in rows}
+    return [found[i] for i in ids]
+
+
+BIG = """
+from fxray import context
+context.log.info("making a big result")
+context.result = {"blob": "x" * 700_000}
+"""
+
+
+def test_a_final_record_too_large_for_the_bus_leaves_its_row_to_the_router(
+    platform: Platform, service_dir: ServiceDir
+) -> None:
+    name = _name("big")
+    platform.deploy(service_dir(name, {"big.py": BIG}, trigger_events=[f"big.{name}"]))
+    event = platform.send(f"big.{name}", {})
+    (run,) = platform.wait_for_runs(event_id=event["id"], timeout=120)
+    assert run.status == "succeeded" and run.result == {"blob": "x" * 700_000}
+    assert [line[3] for line in run.logs] == ["making a big result"]
+    assert platform.stats()["counters"]["final_rows_written_directly"] == 1
+    (rank,) = _ranks(platform, [run])
+    assert rank is not None
+    es, config = es_of(platform)
+    finished = {"bool": {"filter": [{"ids": {"values": [run.id]}}]}}
+    (doc,) = wait_for(lambda: search_all(es, config.runs_alias, finished), 30, "the run doc")
+    assert doc["status"] == "succeeded" and "result" not in doc
+
+
 def test_killed_sink_loses_and_duplicates_nothing(
     platform: Platform, service_dir: ServiceDir
 ) -> None:
@@ -188,6 +232,10 @@ def test_killed_sink_loses_and_duplicates_nothing(
     assert count(es, config.logs_alias, service) == total * 3
     assert count(es, config.runs_alias, service) == total
     assert count(es, config.runs_alias, finished) == total
+    # the database lane was killed with it: its rows are complete too, from the ranked records
+    runs = platform.runs(service=name, limit=None)
+    assert len(runs) == total and {r.status for r in runs} == {"succeeded"}
+    assert all(len(r.logs) == 3 for r in runs) and None not in _ranks(platform, runs)
 
 
 @pytest.fixture

@@ -163,3 +163,53 @@ def test_upsert_runs_inserts_or_overwrites(store: StateStore) -> None:
     first, second = store.get_run("r1"), store.get_run("r2")
     assert (first.status, first.finished_at, first.created_at) == ("succeeded", 2.0, 1.0)
     assert (second.status, second.created_at) == ("failed", 3.0)
+
+
+def test_ranked_upserts_keep_the_newest_state_whatever_the_order(store: StateStore) -> None:
+    _service(store)
+    base = {
+        "service": "svc",
+        "version_id": "svc@x",
+        "trigger_id": "t",
+        "event_id": "e",
+        "event_type": "x.y",
+        "correlation_id": "e",
+        "priority": 5,
+        "attempt": 1,
+        "shadow": False,
+        "created_at": 1.0,
+    }
+    queued = {**base, "id": "r1", "status": "pending", "rank": 1_000_000}
+    started = {**base, "id": "r1", "status": "running", "started_at": 2.0, "rank": 1_000_001}
+    final = {
+        **base,
+        "id": "r1",
+        "status": "succeeded",
+        "started_at": 2.0,
+        "finished_at": 3.0,
+        "steps": [{"name": "a.py"}],
+        "logs": [[2.5, "INFO", "a.py", "hi"]],
+        "result": {"n": 1},
+        "rank": 1_999_999,
+    }
+    store.upsert_runs([final], ranked=True)  # the final record first: the others come late
+    store.upsert_runs([started], ranked=True)
+    store.upsert_runs([queued], ranked=True)
+    run = store.get_run("r1")
+    assert (run.status, run.started_at, run.finished_at) == ("succeeded", 2.0, 3.0)
+    assert run.logs == [[2.5, "INFO", "a.py", "hi"]] and run.result == {"n": 1}
+    store.upsert_runs([{**final, "result": {"n": 2}}], ranked=True)  # a rerun: same rank
+    assert store.get_run("r1").result == {"n": 2}
+    assert store.finished_run_ids(["r1"]) == {"r1"}
+
+    # in order, a new row is made by its queued record, with empty steps and logs
+    store.upsert_runs([{**queued, "id": "r2"}], ranked=True)
+    fresh = store.get_run("r2")
+    assert (fresh.status, fresh.steps, fresh.logs) == ("pending", [], [])
+    store.upsert_runs([{**started, "id": "r2"}], ranked=True)
+    assert store.get_run("r2").status == "running"
+    retry = {**base, "id": "r2", "status": "pending", "attempt": 2, "error": "x", "rank": 2_000_000}
+    store.upsert_runs([retry], ranked=True)
+    store.upsert_runs([{**started, "id": "r2"}], ranked=True)  # attempt 1's, redelivered
+    again = store.get_run("r2")
+    assert (again.status, again.attempt, again.error) == ("pending", 2, "x")

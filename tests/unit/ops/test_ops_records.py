@@ -80,8 +80,10 @@ def test_lifecycle_ranks_grow_with_state_and_attempt() -> None:
         ops.lifecycle_rank(ops.STEP_STARTED, 1, 1),
         ops.lifecycle_rank(ops.STEP_FINISHED, 1, 1),
         ops.lifecycle_rank(ops.FINISHED, 1),
+        ops.lifecycle_rank(ops.FINAL, 1),
         ops.lifecycle_rank(ops.QUEUED, 2),
         ops.lifecycle_rank(ops.FINISHED, 2),
+        ops.lifecycle_rank(ops.FINAL, 2),
     ]
     assert order == sorted(order) and len(set(order)) == len(order)
     assert ops.log_seq(2, 5) > ops.log_seq(1, 9999)
@@ -104,6 +106,61 @@ def test_bulk_body_indexes_logs_by_id_and_runs_by_versioned_run_id() -> None:
     assert log_doc["timestamp"] == "2026-01-01T00:00:00.250Z" and "kind" not in log_doc
     assert queued_doc["status"] == "pending" and done_doc["status"] == "succeeded"
     assert "rank" not in done_doc and done_doc["queue_ms"] == 500.0
+
+
+def test_summary_rows_follow_queued_started_and_final_records() -> None:
+    spec = make_spec(["a.py", "b.py"])
+    spec.created_at = 100.0
+    steps = [
+        StepResult("a.py", RunStatus.SUCCEEDED, 101.0, 101.25),
+        StepResult("b.py", RunStatus.FAILED, 101.25, 101.5, error="boom"),
+    ]
+    result = RunResult(
+        spec.run_id, RunStatus.FAILED, 101.0, 101.5, steps=steps, error="boom", result={"n": 1}
+    )
+    queued = ops.summary_row(ops.queued(spec))
+    assert queued is not None
+    assert queued["id"] == spec.run_id and queued["status"] == "pending"
+    assert queued["created_at"] == 100.0 and queued["version_id"] == spec.version_id
+    assert queued["event_id"] == spec.event["id"] and queued["attempt"] == 1
+    assert "steps" not in queued and "logs" not in queued  # defaults on insert, kept on retry
+
+    publisher_started = ops.lifecycle(spec, ops.STARTED, status="running", started_at=ops.iso(101))
+    started = ops.summary_row(publisher_started)
+    assert started is not None and started["status"] == "running"
+    assert started["started_at"] == 101.0 and started["rank"] > queued["rank"]
+
+    # an attempt's "finished" may still be retried: it never makes the row look final
+    assert ops.summary_row(ops.finished(spec, result)) is None
+    assert ops.summary_row(ops.lifecycle(spec, ops.STEP_STARTED, step_index=0)) is None
+
+    logs = [[101.1, "INFO", "a.py", "hi"]]
+    final = ops.summary_row(ops.final(spec, result, logs=logs))
+    assert final is not None and final["rank"] > ops.finished(spec, result)["rank"]
+    assert (final["status"], final["error"], final["result"]) == ("failed", "boom", {"n": 1})
+    assert (final["started_at"], final["finished_at"], final["logs"]) == (101.0, 101.5, logs)
+    assert final["steps"] == [
+        {"name": "a.py", "status": "succeeded", "started_at": 101.0, "finished_at": 101.25,
+         "error": None},
+        {"name": "b.py", "status": "failed", "started_at": 101.25, "finished_at": 101.5,
+         "error": "boom"},
+    ]  # fmt: skip
+    slim = ops.summary_row(ops.final(spec, result, logs=None, with_result=False))
+    assert slim is not None and "logs" not in slim and "result" not in slim
+
+    spec.attempt = 2
+    retried = ops.summary_row(ops.queued(spec, error="boom"))
+    assert retried is not None and retried["error"] == "boom" and retried["rank"] > final["rank"]
+
+
+def test_bulk_body_leaves_final_records_and_free_form_fields_to_the_database() -> None:
+    spec = make_spec(["a.py"])
+    result = RunResult(spec.run_id, RunStatus.SUCCEEDED, 1.0, 2.0, result={"any": ["shape"]})
+    config = EsConfig(prefix="fx")
+    assert bulk_operations(config, [ops.final(spec, result, logs=[[1.5, "INFO", "", "x"]])]) == []
+    finished = ops.finished(spec, result)
+    _, doc = bulk_operations(config, [{**finished, "result": {"any": 1}, "logs": []}])
+    assert "result" not in doc and "logs" not in doc and doc["state"] == "finished"
 
 
 def test_plain_media_types_for_opensearch() -> None:
