@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import math
 import sys
@@ -57,9 +58,21 @@ MANUAL_TRIGGER = "manual"
 SCHEDULE_TRIGGER = "schedule"
 
 
+_RUN_NAMESPACE_BYTES = RUN_NAMESPACE.bytes
+
+
 def run_id_for(event_id: str, trigger_id: str) -> str:
-    """Runs are named by (event, trigger), so a redelivered event maps to the same run."""
-    return str(uuid.uuid5(RUN_NAMESPACE, f"{event_id}\x00{trigger_id}"))
+    """Runs are named by (event, trigger), so a redelivered event maps to the same run.
+
+    ``str(uuid.uuid5(RUN_NAMESPACE, f"{event_id}\\x00{trigger_id}"))``, computed without the
+    ``UUID`` object (less than half the time; this runs for every routed event).
+    """
+    name = f"{event_id}\x00{trigger_id}".encode()
+    digest = bytearray(hashlib.sha1(_RUN_NAMESPACE_BYTES + name, usedforsecurity=False).digest())
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest[:16].hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 @dataclass(slots=True)

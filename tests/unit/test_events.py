@@ -365,3 +365,72 @@ def test_fxray_events_round_trip_through_the_sdk() -> None:
     assert sdk.get_extension("fxcorrelationid") == "c1"
     back = ev.from_record(*message_parts(to_binary(sdk, JSONFormat())))
     assert back == ours
+
+
+_VALID = {"specversion": "1.0", "id": "e-1", "source": "shop", "type": "orders.created"}
+_VARIANTS: list[dict[str, Any]] = [
+    {},
+    {"time": "2026-11-22T08:31:00Z"},
+    {"time": "2026-11-22T08:31:00.123456+01:00"},
+    {"time": "2026-11-22T08:31:00.5-05:30"},
+    {"time": "2026-11-22T08:31:00"},  # naive: refused
+    {"time": "2026-02-30T08:31:00Z"},  # no such day
+    {"time": "2026-11-22T24:00:00Z"},  # dateutil's midnight
+    {"time": "2026-11-22 08:31:00Z"},
+    {"time": "20261122T083100Z"},
+    {"time": "2026-11-22T08:31:00.1234567Z"},
+    {"time": "2026-11-22T08:31:00+25:00"},
+    {"time": 1700000000},
+    {"time": ""},
+    {"subject": "s"},
+    {"subject": ""},
+    {"subject": 5},
+    {"datacontenttype": "application/json", "data": {"a": 1}},
+    {"dataschema": ""},
+    {"fxparentid": "p", "partitionkey": "k", "x1": 3, "flag": True},
+    {"Upper": "x"},
+    {"with_underscore": "x"},
+    {"ext\n": "x"},
+    {"": "x"},
+    {"data_base64": "aGk="},
+    {"data_base64": "not base64!"},
+    {"data": None, "data_base64": "aGk="},
+    {"id": ""},
+    {"id": 5},
+    {"source": None},
+    {"type": ["a"]},
+    {"specversion": "0.3"},
+    {"specversion": 1.0},
+]
+
+
+def _sdk_verdict(body: dict[str, Any]) -> str | None:
+    try:
+        ev._validated_by_sdk(body)
+    except ev.InvalidEvent as exc:
+        return str(exc)
+    return None
+
+
+@pytest.mark.parametrize("variant", _VARIANTS, ids=range(len(_VARIANTS)))
+def test_the_fast_check_never_accepts_what_the_sdk_refuses(variant: dict[str, Any]) -> None:
+    body = {**_VALID, **variant}
+    verdict = _sdk_verdict(dict(body))
+    if ev._plainly_valid(body):
+        assert verdict is None
+    # whichever path decides, from_dict says what the SDK says
+    try:
+        ev.from_dict(body)
+        outcome = None
+    except ev.InvalidEvent as exc:
+        outcome = str(exc)
+    assert outcome == verdict
+
+
+def test_the_fast_check_takes_the_common_events() -> None:
+    assert ev._plainly_valid(dict(_VALID))
+    assert ev._plainly_valid(ev.new_event("orders.created", {"n": 1}, source="shop"))
+    parent = ev.new_event("a.b", {}, source="shop")
+    assert ev._plainly_valid(
+        ev.child_event(parent, "r", "c.d", {"x": [1]}, source="fxray/services/s")
+    )
