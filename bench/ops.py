@@ -1,12 +1,14 @@
-"""Throughput of the ops pipeline into Elasticsearch: Kafka ops topics -> ops sink actor(s) ->
-``_bulk``. Log records and run lifecycle records are produced to the ops topics while the sink
-runs; the clock stops when every document is searchable (counted after a refresh).
+"""Throughput of the ops pipeline: Kafka ops topics -> ops sink actor(s) -> Elasticsearch
+``_bulk`` and the run rows of the management database. Log records and run lifecycle records
+are produced to the ops topics while the sink runs; the clock stops when every document is
+searchable (counted after a refresh), and, for the runs, when every run row is final.
 
 Run (Kafka and an Elasticsearch-API server, e.g. from ``scripts/testinfra.sh up``)::
 
     source .infra/env
     .venv/bin/python bench/ops.py [--logs 20000] [--runs 5000] [--sinks 1] \
-        [--bootstrap HOST:PORT] [--es-url URL] [--es-compat opensearch|elasticsearch]
+        [--bootstrap HOST:PORT] [--es-url URL] [--es-compat opensearch|elasticsearch] \
+        [--database-url URL]   # default: SQLite in a temporary folder
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from fxray.ops.sink import start_sink
 from fxray.platform import apply_ray_env_defaults
 from fxray.runs import RunResult, RunSpec, RunStatus
 from fxray.settings import Settings
+from fxray.store import StateStore
 
 BATCH = 1000
 LINES_PER_RUN = 100
@@ -75,15 +78,27 @@ def _drain(
     return time.perf_counter() - t0
 
 
+def _rows_final(store: StateStore, expected: int, timeout: float) -> float:
+    """Seconds (from now) until ``expected`` run rows are final (succeeded)."""
+    t0 = time.perf_counter()
+    while store.count_runs(status="succeeded") < expected:
+        if time.perf_counter() - t0 > timeout:
+            found = store.count_runs(status="succeeded")
+            raise TimeoutError(f"run rows: {found} of {expected} final after {timeout}s")
+        time.sleep(0.05)
+    return time.perf_counter() - t0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--logs", type=int, default=20_000, help="log records")
-    parser.add_argument("--runs", type=int, default=5_000, help="runs (3 records each)")
+    parser.add_argument("--runs", type=int, default=5_000, help="runs (4 records each)")
     parser.add_argument("--sinks", type=int, default=1)
     parser.add_argument("--bootstrap", default=os.environ.get("FXRAY_KAFKA_BOOTSTRAP", ""))
     parser.add_argument("--es-url", default=os.environ.get("FXRAY_TEST_ES_URL", ""))
     parser.add_argument("--es-compat", default="opensearch")
     parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--database-url", default="", help="the management database")
     args = parser.parse_args()
     if not args.bootstrap or not args.es_url:
         parser.error("needs --bootstrap and --es-url (or FXRAY_KAFKA_BOOTSTRAP/FXRAY_TEST_ES_URL)")
@@ -101,6 +116,7 @@ def main() -> None:
         es_url=args.es_url,
         es_compat=args.es_compat,
         ops_index_prefix=f"bench{tag}",
+        **({"database_url": args.database_url} if args.database_url else {}),
     )
     apply_ray_env_defaults()
     own_tmp = None
@@ -110,10 +126,11 @@ def main() -> None:
     bus = KafkaBus(args.bootstrap, default_partitions=settings.bus_partitions)
     config = EsConfig.from_settings(settings)
     es = config.client(retries=2)
+    store = StateStore(settings.database_url)
     try:
         for topic in (settings.ops_runs_topic, settings.ops_logs_topic):
             bus.ensure_topic(topic, settings.bus_partitions)
-        sinks = [start_sink(settings, bus, i) for i in range(args.sinks)]
+        sinks = [start_sink(settings, bus, i, store) for i in range(args.sinks)]
         # warm up: the templates are installed with the first write
         warm = _spec(f"warm-{tag}", 0)
         bus.produce(settings.ops_runs_topic, [ops.encode(ops.queued(warm))])
@@ -133,7 +150,8 @@ def main() -> None:
         total = produced + _drain(es, config.logs_alias, args.logs, args.timeout)
         rows.append(("log lines", args.logs, args.logs, produced, total))
 
-        # run lifecycle records: queued, started, finished per run; one summary doc per run
+        # run lifecycle records: queued, started, finished (the executor's) and final (the
+        # router's) per run; one summary doc per run, one row per run in the database
         records = []
         for i in range(args.runs):
             spec = _spec(f"run-{tag}-{i}", i)
@@ -143,6 +161,7 @@ def main() -> None:
                 ops.encode(ops.queued(spec)),
                 ops.encode(ops.lifecycle(spec, ops.STARTED, status="running")),
                 ops.encode(ops.finished(spec, result, log_lines=0)),
+                ops.encode(ops.final(spec, result, logs=[])),
             ]
         t0 = time.perf_counter()
         for start in range(0, len(records), BATCH):
@@ -150,12 +169,16 @@ def main() -> None:
         produced = time.perf_counter() - t0
         # done when every run's document holds its last state (finished)
         finished = {"term": {"state": "finished"}}
-        total = produced + _drain(es, config.runs_alias, args.runs, args.timeout, finished)
-        rows.append(("run records", len(records), args.runs, produced, total))
+        searchable = _drain(es, config.runs_alias, args.runs, args.timeout, finished)
+        rows.append(("run records", len(records), args.runs, produced, produced + searchable))
+        # the database lane ran alongside: the wait goes on from where the search ended
+        final = _rows_final(store, args.runs, args.timeout - searchable)
+        total = produced + searchable + final
+        rows.append(("run rows (database)", len(records), args.runs, produced, total))
 
-        counters = [ray.get(s.stats.remote())["counters"] for s in sinks]
+        counters = [ray.get(s.stats.remote())["lanes"] for s in sinks]
         print(f"\nops pipeline into {args.es_url} ({args.sinks} sink(s), 4 partitions)\n")
-        print("| what | records | documents | produce s | until searchable s | records/s |")
+        print("| what | records | documents/rows | produce s | until written s | records/s |")
         print("|---|---|---|---|---|---|")
         for what, n, docs, produce_s, total_s in rows:
             rate = n / total_s
@@ -173,6 +196,7 @@ def main() -> None:
             except Exception:
                 pass
         bus.close()
+        store.close()
         ray.shutdown()
         shutil.rmtree(settings.home, ignore_errors=True)
         if own_tmp:

@@ -9,9 +9,10 @@ destination being away never holds up the other:
 * ``database`` (group ``fxray-run-summaries.<instance>``): run lifecycle records into the runs
   table (:func:`fxray.ops.summary_row`), as rank-guarded upserts.
 
-Each sink is a static member of both groups, named after its index, so a sink that crashes
-and is started again under its index takes its partitions back at once. Per lane, two tasks
-share the actor's event loop:
+The database lane runs in a child actor of the sink (its own process and GIL; it lives and
+dies with the sink). Each sink is a static member of both groups, named after its index, so a
+sink that crashes and is started again under its index takes its partitions back at once. Per
+lane, two tasks share the actor's event loop:
 
 * **poll** appends records to the lane's buffer; it pauses the lane's partitions while its
   destination is away or the buffer is full, and keeps polling so the sink stays in the group;
@@ -96,7 +97,10 @@ class _Lane:
 class OpsSink:
     """One ops sink; runs as a Ray actor started by :func:`start_sink`.
 
-    Without a ``store`` the sink only writes Elasticsearch (the database lane is off).
+    The sink runs the Elasticsearch lane; given a ``store``, it starts the database lane in a
+    child actor of its own (``summaries=True``), so the two lanes don't share one process's
+    GIL, and the child lives and dies with the sink. Without a ``store`` the database lane is
+    off.
     """
 
     def __init__(
@@ -107,6 +111,7 @@ class OpsSink:
         *,
         index: int = 0,
         store: StateStore | None = None,
+        summaries: bool = False,
     ) -> None:
         logging.basicConfig(level=logging.INFO)
         self.settings = Settings(**settings)
@@ -120,33 +125,34 @@ class OpsSink:
         self.running = False
         self.tasks: list[asyncio.Task[None]] = []
         self.errors: list[str] = []
+        self.summaries: Any = None  # the child actor with the database lane
         s = self.settings
         member = f"{s.instance}.{self.sink_id}"
-        self.elastic = _Lane(
-            "elasticsearch",
-            sink_group(s),
-            [s.ops_runs_topic, s.ops_logs_topic],
-            member,
-            self._write_elasticsearch,
-            (elastic.Unavailable,),
-        )
-        self.lanes = [self.elastic]
-        if store is not None:
-            self.lanes.append(
-                _Lane(
-                    "database",
-                    summaries_group(s),
-                    [s.ops_runs_topic],
-                    f"{member}.summaries",
-                    self._write_summaries,
-                    (sa_exc.OperationalError, sa_exc.InterfaceError),
-                )
+        if summaries:
+            lane = _Lane(
+                "database",
+                summaries_group(s),
+                [s.ops_runs_topic],
+                f"{member}.summaries",
+                self._write_summaries,
+                (sa_exc.OperationalError, sa_exc.InterfaceError),
             )
+        else:
+            lane = _Lane(
+                "elasticsearch",
+                sink_group(s),
+                [s.ops_runs_topic, s.ops_logs_topic],
+                member,
+                self._write_elasticsearch,
+                (elastic.Unavailable,),
+            )
+        self.lane = lane
+        self.lanes = [lane]
 
     @property
     def counters(self) -> Counter[str]:
-        """The Elasticsearch lane's counters."""
-        return self.elastic.counters
+        """This actor's lane's counters."""
+        return self.lane.counters
 
     # lifecycle -------------------------------------------------------------------------------
 
@@ -154,6 +160,20 @@ class OpsSink:
         if self.running:
             return self.sink_id
         self.running = True
+        if self.store is not None and self.lane.name == "elasticsearch":
+            self.summaries = (
+                ray.remote(OpsSink)
+                .options(num_cpus=0, max_concurrency=100)
+                .remote(
+                    self.settings.public_dict(),
+                    self.bus,
+                    self.es,
+                    index=self.index,
+                    store=self.store,
+                    summaries=True,
+                )
+            )
+            await self.summaries.start.remote()
         await asyncio.to_thread(self._open_consumers)
         for lane in self.lanes:
             self.tasks.append(asyncio.create_task(self._guard(self._poll_loop, lane)))
@@ -188,6 +208,8 @@ class OpsSink:
             await self._commit(lane)
             if lane.consumer is not None:
                 await lane.consumer.close_async()
+        if self.summaries is not None:
+            await self.summaries.stop.remote(max(0.1, deadline - time.monotonic()))
         return dict(self.counters)
 
     async def _guard(self, loop: Callable[[_Lane], Awaitable[None]], lane: _Lane) -> None:
@@ -281,7 +303,7 @@ class OpsSink:
             await asyncio.to_thread(elastic.ensure_templates, self.client, self.es)
             self.templates_ok = True
         outcome = await asyncio.to_thread(elastic.write, self.client, self.es, records)
-        counters = self.elastic.counters
+        counters = self.lane.counters
         counters["written"] += outcome.written
         counters["stale"] += outcome.stale
         if outcome.rejected:
@@ -302,7 +324,7 @@ class OpsSink:
 
     def _upsert_summaries(self, rows: list[dict[str, Any]]) -> None:
         assert self.store is not None
-        counters = self.lanes[1].counters
+        counters = self.lane.counters
         try:
             self.store.upsert_runs(rows, ranked=True)
             counters["written"] += len(rows)
@@ -344,16 +366,22 @@ class OpsSink:
         self.errors.append(text)
         del self.errors[:-50]
 
-    def stats(self) -> dict[str, Any]:
-        """The Elasticsearch lane's figures at the top level (``buffered``, ``paused``,
-        ``es_down_s``, ``assignment``, ``counters``); each lane's under ``lanes``."""
-        lanes = {lane.name: _lane_stats(lane) for lane in self.lanes}
+    async def stats(self) -> dict[str, Any]:
+        """This lane's figures at the top level (``buffered``, ``paused``, ``es_down_s``,
+        ``assignment``, ``counters``); every lane's, the child's too, under ``lanes``."""
+        own = _lane_stats(self.lane)
+        lanes = {self.lane.name: own}
+        errors = list(self.errors[-10:])
+        if self.summaries is not None:
+            child = await self.summaries.stats.remote()
+            lanes.update(child["lanes"])
+            errors += child["errors"]
         return {
             "sink": self.sink_id,
-            **lanes["elasticsearch"],
-            "es_down_s": lanes["elasticsearch"]["down_s"],
+            **own,
+            "es_down_s": own["down_s"] if self.lane.name == "elasticsearch" else None,
             "lanes": lanes,
-            "errors": list(self.errors[-10:]),
+            "errors": errors,
         }
 
     def ping(self) -> str:
