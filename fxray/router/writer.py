@@ -4,9 +4,11 @@ Database calls block, so a thread drains a queue of writes, groups what arrived 
 one transaction per kind, and resolves each caller's future once its rows are durable. Order
 is kept where it matters: a flush writes inserts before updates, and updates in arrival order.
 
-The same thread keeps the event catalog current (:class:`CatalogTracker`): per flush, one
-observation per event type (count, first/last seen, emitters) and, from a small sample of the
-flush's events, the type's merged JSON Schema when it changed.
+The same thread keeps the event catalog current (:class:`CatalogTracker`): at most every
+:data:`CATALOG_EVERY_S`, one observation per event type of the events written since (count,
+first/last seen, emitters) and, from a small sample of them, the type's merged JSON Schema when
+it changed. (Per flush, at a few hundred events/s, the catalog's row-locked writes held the
+router's GIL longer than the rows themselves.)
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ _KINDS = ("events", "insert_runs", "update_runs", "ranked_runs", "runs_seen")
 """``runs_seen`` rows (id, service) only feed the catalog; ``ranked_runs`` are whole rows
 upserted rank-guarded (:meth:`~fxray.store.StateStore.upsert_runs`)."""
 
+CATALOG_EVERY_S = 1.0
+"""How often the catalog is written (the events written meanwhile are counted together)."""
+CATALOG_MAX_PENDING = 50_000
 SAMPLES_PER_TYPE = 5
 """Events per type and flush whose data go into the type's schema."""
 MAX_CACHED_TYPES = 10_000
@@ -56,6 +61,8 @@ class RecordWriter:
         self.linger_s = linger_s
         self._queue: queue.Queue[_Write | None] = queue.Queue()
         self.catalog = CatalogTracker(store)
+        self._catalog_events: list[dict[str, Any]] = []
+        self._catalog_due = 0.0  # monotonic time of the next catalog write
         self._thread = threading.Thread(target=self._run, name="fxray-writer", daemon=True)
         self._thread.start()
         self.flushes = 0
@@ -80,8 +87,16 @@ class RecordWriter:
 
     def _run(self) -> None:
         while True:
-            first = self._queue.get()
+            wait = None
+            if self._catalog_events:
+                wait = max(0.0, self._catalog_due - time.monotonic())
+            try:
+                first = self._queue.get(timeout=wait)
+            except queue.Empty:
+                self._update_catalog()
+                continue
             if first is None:
+                self._update_catalog()
                 return
             if first.kind == "insert_runs" and self.linger_s:
                 time.sleep(self.linger_s)  # let fast runs' results catch up with their inserts
@@ -100,6 +115,7 @@ class RecordWriter:
                 size += len(item.rows)
             self._flush(batch)
             if stop:
+                self._update_catalog()
                 return
 
     def _flush(self, batch: list[_Write]) -> None:
@@ -131,19 +147,24 @@ class RecordWriter:
             if w.future is not None and w.loop is not None:
                 w.loop.call_soon_threadsafe(_resolve, w.future, error)
         if error is None:  # after the callers are answered: the catalog is nobody's wait
-            self._update_catalog(batch)
-
-    def _update_catalog(self, batch: list[_Write]) -> None:
-        """Record the flush's event types; best effort (a lost flush only misses counts)."""
-        tracker = self.catalog
-        events: list[dict[str, Any]] = []
-        try:
             for w in batch:
                 if w.kind in ("insert_runs", "runs_seen"):
-                    tracker.note_runs(w.rows)
-            events = [e for w in batch if w.kind == "events" for e in w.rows]
-            if not events:
-                return
+                    self.catalog.note_runs(w.rows)
+                elif w.kind == "events":
+                    if not self._catalog_events:
+                        self._catalog_due = time.monotonic() + CATALOG_EVERY_S
+                    self._catalog_events.extend(w.rows)
+            if len(self._catalog_events) >= CATALOG_MAX_PENDING:
+                self._update_catalog()
+
+    def _update_catalog(self) -> None:
+        """Record the event types written since the last time; best effort (a lost write only
+        misses counts)."""
+        events, self._catalog_events = self._catalog_events, []
+        if not events:
+            return
+        tracker = self.catalog
+        try:
             observations = tracker.observe(events)
         except Exception:
             log.exception("event catalog: could not aggregate %d events", len(events))
