@@ -68,6 +68,7 @@ class VersionPool:
         self.env_cached: bool | None = None
         self._runtime_env: dict[str, Any] | None = None
         self._env_lock = asyncio.Lock()
+        self._growing: set[asyncio.Task[None]] = set()
 
     @property
     def size(self) -> int:
@@ -121,8 +122,11 @@ class VersionPool:
     async def _acquire(self) -> _Slot:
         """Take an idle actor, or start one; a dispatched batch holds a reservation till then.
 
-        A batch that starts an actor gives its reservation up at once (the new actor counts in
-        ``size``), so an actor that falls idle meanwhile goes to the next batch, not to waste.
+        The first actor is started by the batch that needs it (which gives its reservation up
+        at once: the new actor counts in ``size``) and errors, such as an environment that
+        does not build, reach that batch. With actors running but all busy, one more is
+        started in the background and the batch takes whichever is free first: an actor
+        finishing its batch in milliseconds, or the new one seconds later.
         """
         reserved = True
         try:
@@ -132,9 +136,11 @@ class VersionPool:
                         slot.busy = True
                         return slot
                 if self.size < self.max_actors and self.pools.can_grow():
-                    self.reserved -= 1
-                    reserved = False
-                    return await self._start_actor()
+                    if not self.slots:
+                        self.reserved -= 1
+                        reserved = False
+                        return await self._start_actor()
+                    self._grow_in_background()
                 async with self.idle:
                     try:
                         await asyncio.wait_for(self.idle.wait(), timeout=1.0)
@@ -144,8 +150,27 @@ class VersionPool:
             if reserved:
                 self.reserved -= 1
 
-    async def _start_actor(self) -> _Slot:
-        self.creating += 1
+    def _grow_in_background(self) -> None:
+        self.creating += 1  # counted in ``size`` from now: one start per shortage
+
+        async def grow() -> None:
+            try:
+                slot = await self._start_actor(counted=True)
+            except Exception as exc:  # the batches waiting keep the actors already running
+                log.warning("could not add an executor for %s: %s", self.version.id, exc)
+                return
+            slot.busy = False
+            slot.last_used = time.monotonic()
+            async with self.idle:
+                self.idle.notify()
+
+        task = asyncio.get_running_loop().create_task(grow())
+        self._growing.add(task)
+        task.add_done_callback(self._growing.discard)
+
+    async def _start_actor(self, *, counted: bool = False) -> _Slot:
+        if not counted:
+            self.creating += 1
         started = time.monotonic()
         try:
             runtime_env = await self._ensure_runtime_env()
@@ -216,6 +241,8 @@ class VersionPool:
         return reaped
 
     def shutdown(self) -> None:
+        for task in list(self._growing):
+            task.cancel()  # an actor being started is dropped with its handle
         for slot in list(self.slots):
             self._retire(slot)
 
