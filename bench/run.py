@@ -7,7 +7,8 @@ In one run, on the same events (CloudEvents, structured JSON, ~250 bytes):
    trivial function, with bounded in-flight calls (the baseline fxray must beat);
 3. ``fxray_eps``: fxray end to end: Kafka -> router -> executor -> a trivial one-script service
    -> run recorded in the state store -> offset committed;
-4. ``latency_ms``: fxray at fixed offered loads, produce -> run finished, p50/p95/p99;
+4. ``latency_ms``: fxray at fixed offered loads, produce -> run finished, p50/p95/p99, after
+   2 s of the same load as a warm-up (the steady state);
 5. ``peak_rss_mb``: peak resident memory of the platform's processes (router and executor
    actors) during 3.
 
@@ -251,19 +252,23 @@ def bench_fxray(platform: Platform, bootstrap: str, n: int) -> tuple[float, floa
 
 
 def bench_latency(
-    platform: Platform, bootstrap: str, rate: int, seconds: float
+    platform: Platform, bootstrap: str, rate: int, seconds: float, warmup_s: float = 2.0
 ) -> dict[str, float]:
-    """Offer ``rate`` events/s for ``seconds``; latency = run finished - event created."""
+    """Offer ``rate`` events/s for ``warmup_s`` then ``seconds``; latency = run finished -
+    event created, of the events after the warm-up (the platform at its steady state: executors
+    started for the load, caches warm)."""
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0, "acks": "all"})
     marker = uuid.uuid4().hex[:8]
+    warm = int(rate * warmup_s)
     total = int(rate * seconds)
     started = time.perf_counter()
-    for i in range(total):
+    for i in range(warm + total):
         due = started + i / rate
         pause = due - time.perf_counter()
         if pause > 0:
             time.sleep(pause)
-        event = ev.new_event("bench.ping", {"i": i, "marker": marker})
+        tag = marker if i >= warm else "warm-up"
+        event = ev.new_event("bench.ping", {"i": i, "marker": tag})
         value, headers = ev.to_record(event)
         producer.produce(platform.settings.events_topic, value, headers=headers)
         producer.poll(0)
