@@ -39,6 +39,7 @@ from fxray.metrics import RunMetrics
 from fxray.packages import PackageStore
 from fxray.router.offsets import OffsetTracker
 from fxray.router.queue import DelayQueue, RunQueue
+from fxray.router.records import OpsRunRecords, RunRecords
 from fxray.router.triggers import Match, TriggerTable
 from fxray.router.writer import RecordWriter
 from fxray.runs import RunResult, RunSpec, RunStatus
@@ -51,9 +52,6 @@ RUN_NAMESPACE = uuid.UUID("5b0c1d2e-8f3a-4c6b-9d7e-0a1b2c3d4e5f")
 TARGET_BATCH_S = 0.02
 GIL_SWITCH_INTERVAL_S = 0.0005
 RUNNING_RECORD_AFTER_S = 0.25
-MAX_OPS_RECORD_BYTES = 512 * 1024
-"""A run's ``final`` ops record larger than this leaves its logs and result to the router's
-own database write (Kafka refuses records over ``message.max.bytes``, 1 MB by default)."""
 MANUAL_TRIGGER = "manual"
 SCHEDULE_TRIGGER = "schedule"
 
@@ -124,7 +122,6 @@ class Router:
             pip_index_url=self.settings.pip_index_url,
             ops=ops.OpsConfig.from_settings(self.settings, bus),
         )
-        self.ops = self.pools.ops  # ops lifecycle records of the runs it creates, if on
         self.queue: RunQueue[_Run] = RunQueue()
         self.delayed: DelayQueue[_Run] = DelayQueue()
         self.runs: dict[str, _Run] = {}
@@ -144,6 +141,14 @@ class Router:
         self.running = False
         self.errors: list[str] = []
         self.metrics = RunMetrics(router_id)
+        ops_config = self.pools.ops  # on if the ops sink is
+        self.records: RunRecords = (
+            RunRecords(self.writer)
+            if ops_config is None
+            else OpsRunRecords(
+                self.writer, bus, ops_config, self.counters, self._note_error, self._spawn
+            )
+        )
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -303,11 +308,7 @@ class Router:
         # The writer keeps order, so these rows are durable before any later update of the
         # same runs, and offsets are committed only after those updates: no need to wait here.
         self.writer.submit("events", events)
-        if self.ops is None:
-            self.writer.submit("insert_runs", [_pending_row(r) for r in live])
-        elif live:  # the ops sink makes the rows; the catalog still learns who emits what
-            self.writer.submit("runs_seen", [_seen_row(r) for r in live])
-            self._spawn(self._publish_ops([ops.queued(r.spec) for r in live]))
+        self.records.created([r.spec for r in live])
         for run in live:
             self.runs[run.spec.run_id] = run
             self._enqueue(run)
@@ -595,15 +596,8 @@ class Router:
         self.wakeup.set()
 
     def _record_running(self, run: _Run, started: float) -> None:
-        if run.spec.run_id not in self.runs or self.ops is not None:
-            return  # with the ops sink on, the executor's "started" record says it
-        change = {
-            "id": run.spec.run_id,
-            "status": RunStatus.RUNNING.value,
-            "started_at": started,
-            "attempt": run.spec.attempt,
-        }
-        self.writer.submit("update_runs", [change])
+        if run.spec.run_id in self.runs:
+            self.records.running(run.spec, started)
 
     def _requeue(self, run: _Run, isolate: bool = False) -> None:
         run.dispatched = False
@@ -615,48 +609,11 @@ class Router:
 
     async def _complete(self, run: _Run, result: RunResult) -> None:
         """Complete a run with a result the router made itself (no executor reported it)."""
-        if self.ops is not None:
-            await self._publish_ops([ops.finished(run.spec, result)])
+        await self.records.ended_in_router(run.spec, result)
         await self._complete_many([(run, result)])
-
-    async def _publish_ops(self, records: list[dict[str, Any]]) -> None:
-        """Produce ops lifecycle records (their ids and versions make resends harmless)."""
-        if self.ops is None or not records:
-            return
-        try:
-            await self.bus.produce_async(self.ops.runs_topic, [ops.encode(r) for r in records])
-        except Exception as exc:  # ops records must not stop routing
-            self.counters["ops_publish_failures"] += 1
-            self._note_error(f"ops records: {type(exc).__name__}: {exc}")
-
-    async def _record_finals(self, finals: list[tuple[_Run, RunResult]]) -> None:
-        """With the ops sink on: the runs' ``final`` records are on the bus (acknowledged)
-        before their offsets may be committed; the sink writes them to the database.
-
-        A record too large for the bus leaves its logs and result out, and the router writes
-        those (with the whole row, rank-guarded like the sink's writes) to the database itself.
-        """
-        records: list[OutgoingRecord] = []
-        direct: list[dict[str, Any]] = []
-        for run, result in finals:
-            logs = [list(line) for line in run.logs]
-            out = ops.encode(ops.final(run.spec, result, logs=logs))
-            if len(out.value) > MAX_OPS_RECORD_BYTES:
-                slim = ops.final(run.spec, result, logs=None, with_result=False)
-                out = ops.encode(slim)
-                row = {**_pending_row(run), **_final_row(run, result), "rank": slim["rank"]}
-                direct.append(row)
-            records.append(out)
-        if direct:
-            self.counters["final_rows_written_directly"] += len(direct)
-            await self.writer.write("ranked_runs", direct)
-        if records:
-            assert self.ops is not None
-            await self.bus.produce_async(self.ops.runs_topic, records)
 
     async def _complete_many(self, done: list[tuple[_Run, RunResult]]) -> None:
         finals: list[tuple[_Run, RunResult]] = []
-        updates: list[dict[str, Any]] = []
         self.metrics.observe_queue_waits(
             (run.spec, result.started_at - run.queued_at) for run, result in done if run.dispatched
         )
@@ -672,17 +629,7 @@ class Router:
                 note = f"attempt {run.spec.attempt} {result.status.value}: {result.error}"
                 run.logs.append([time.time(), "WARNING", "", f"{note}; retrying in {delay:g}s"])
                 run.spec.attempt += 1
-                if self.ops is None:
-                    updates.append(
-                        {
-                            "id": run.spec.run_id,
-                            "status": RunStatus.PENDING.value,
-                            "error": result.error,
-                            "logs": run.logs,
-                        }
-                    )
-                else:
-                    self._spawn(self._publish_ops([ops.queued(run.spec, error=result.error)]))
+                self.records.retrying(run.spec, result.error, run.logs)
                 run.dispatched = False
                 run.isolate = False
                 run.queued_at = time.time() + delay
@@ -690,8 +637,6 @@ class Router:
                 self.counters["retries"] += 1
             else:
                 finals.append((run, result))
-                if self.ops is None:
-                    updates.append(_final_row(run, result))
         emitted = [e for run, result in finals for e in result.emitted]
         if emitted:
             records = [_outgoing(e, self.settings.event_output_mode) for e in emitted]
@@ -706,9 +651,7 @@ class Router:
             await self.bus.produce_async(self.settings.deadletter_topic, failed)
             self.counters["runs_dead_lettered"] += len(failed)
             self.metrics.observe_dead_letters("failed_run", len(failed))
-        await self.writer.write("update_runs", updates)
-        if self.ops is not None:
-            await self._record_finals(finals)
+        await self.records.finished([(run.spec, result, run.logs) for run, result in finals])
         self.metrics.observe_finished((run.spec, result, run.dispatched) for run, result in finals)
         for run, result in finals:
             self.runs.pop(run.spec.run_id, None)
@@ -848,10 +791,7 @@ class Router:
         if run is None or not self.queue.reprioritise(run_id, priority):
             return False
         run.spec.priority = priority
-        if self.ops is None:
-            await self.writer.write("update_runs", [{"id": run_id, "priority": priority}])
-        else:  # the run's "queued" record again, with its new priority (same rank: it applies)
-            await self.bus.produce_async(self.ops.runs_topic, [ops.encode(ops.queued(run.spec))])
+        await self.records.reprioritised(run.spec)
         self.wakeup.set()
         return True
 
@@ -929,50 +869,3 @@ def _dead_letter(record: Record, reason: str) -> OutgoingRecord:
         ("fxray_dlq_time", str(time.time()).encode()),
     ]
     return OutgoingRecord(record.value, key=record.key, headers=headers)
-
-
-def _pending_row(run: _Run) -> dict[str, Any]:
-    spec = run.spec
-    return {
-        "id": spec.run_id,
-        "service": spec.service,
-        "version_id": spec.version_id,
-        "trigger_id": spec.trigger_id,
-        "event_id": spec.event["id"],
-        "event_type": spec.event["type"],
-        "correlation_id": spec.correlation_id,
-        "status": RunStatus.PENDING.value,
-        "priority": spec.priority,
-        "attempt": spec.attempt,
-        "shadow": spec.shadow,
-        "created_at": time.time(),
-        "steps": [],
-        "logs": [],
-    }
-
-
-def _seen_row(run: _Run) -> dict[str, Any]:
-    return {"id": run.spec.run_id, "service": run.spec.service}
-
-
-def _final_row(run: _Run, result: RunResult) -> dict[str, Any]:
-    return {
-        "id": run.spec.run_id,
-        "status": result.status.value,
-        "attempt": run.spec.attempt,
-        "started_at": result.started_at,
-        "finished_at": result.finished_at,
-        "steps": [
-            {
-                "name": s.name,
-                "status": s.status.value,
-                "started_at": s.started_at,
-                "finished_at": s.finished_at,
-                "error": s.error,
-            }
-            for s in result.steps
-        ],
-        "error": result.error,
-        "logs": [list(line) for line in run.logs],
-        "result": result.result,
-    }
