@@ -147,7 +147,6 @@ class OpsSink:
                 (elastic.Unavailable,),
             )
         self.lane = lane
-        self.lanes = [lane]
 
     @property
     def counters(self) -> Counter[str]:
@@ -174,62 +173,61 @@ class OpsSink:
                 )
             )
             await self.summaries.start.remote()
-        await asyncio.to_thread(self._open_consumers)
-        for lane in self.lanes:
-            self.tasks.append(asyncio.create_task(self._guard(self._poll_loop, lane)))
-            self.tasks.append(asyncio.create_task(self._guard(self._write_loop, lane)))
+        await asyncio.to_thread(self._open_consumer)
+        self.tasks = [
+            asyncio.create_task(self._guard(self._poll_loop)),
+            asyncio.create_task(self._guard(self._write_loop)),
+        ]
         return self.sink_id
 
-    def _open_consumers(self) -> None:
-        s = self.settings
+    def _open_consumer(self) -> None:
+        s, lane = self.settings, self.lane
         for topic in (s.ops_runs_topic, s.ops_logs_topic):
             self.bus.ensure_topic(topic, s.bus_partitions)
-        for lane in self.lanes:
-            lane.consumer = self.bus.consumer(lane.group, lane.topics, member_id=lane.member_id)
+        lane.consumer = self.bus.consumer(lane.group, lane.topics, member_id=lane.member_id)
 
     async def stop(self, timeout_s: float = 10.0) -> dict[str, int]:
         """Stop polling, write what is buffered (within ``timeout_s``), commit, leave."""
         self.running = False
-        polls, writes = self.tasks[0::2], self.tasks[1::2]
-        for poll in polls:
-            poll.cancel()
-        await asyncio.gather(*polls, return_exceptions=True)
-        for lane in self.lanes:
-            lane.has_data.set()
         deadline = time.monotonic() + timeout_s
-        for lane, write in zip(self.lanes, writes, strict=False):
+        poll, write = self.tasks or (None, None)
+        if poll is not None:
+            poll.cancel()
+            await asyncio.gather(poll, return_exceptions=True)
+        if write is not None:
+            self.lane.has_data.set()
             try:
-                await asyncio.wait_for(write, max(0.1, deadline - time.monotonic()))
+                await asyncio.wait_for(write, timeout_s)
             except (TimeoutError, asyncio.CancelledError):
                 pass
             except Exception as exc:  # unwritten records are redelivered to the next sink
-                self._note_error(f"stop {lane.name}: {type(exc).__name__}: {exc}")
-        for lane in self.lanes:
-            await self._commit(lane)
-            if lane.consumer is not None:
-                await lane.consumer.close_async()
+                self._note_error(f"stop: {type(exc).__name__}: {exc}")
+        await self._commit()
+        if self.lane.consumer is not None:
+            await self.lane.consumer.close_async()
         if self.summaries is not None:
             await self.summaries.stop.remote(max(0.1, deadline - time.monotonic()))
         return dict(self.counters)
 
-    async def _guard(self, loop: Callable[[_Lane], Awaitable[None]], lane: _Lane) -> None:
+    async def _guard(self, loop: Callable[[], Awaitable[None]]) -> None:
         while self.running:
             try:
-                await loop(lane)
+                await loop()
                 return
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 name = getattr(loop, "__name__", "loop")
-                log.exception("ops sink %s loop %s failed; restarting it", lane.name, name)
-                self._note_error(f"{lane.name} {name}: {type(exc).__name__}: {exc}")
+                log.exception("ops sink %s loop %s failed; restarting it", self.lane.name, name)
+                self._note_error(f"{self.lane.name} {name}: {type(exc).__name__}: {exc}")
                 await asyncio.sleep(0.5)
 
     # poll ------------------------------------------------------------------------------------
 
-    async def _poll_loop(self, lane: _Lane) -> None:
+    async def _poll_loop(self) -> None:
+        lane = self.lane
         while self.running:
-            self._backpressure(lane)
+            self._backpressure()
             records: list[Record] = await lane.consumer.poll_async(POLL_MAX, 0.1)
             if records:
                 lane.counters["records_in"] += len(records)
@@ -238,7 +236,8 @@ class OpsSink:
                 )
                 lane.has_data.set()
 
-    def _backpressure(self, lane: _Lane) -> None:
+    def _backpressure(self) -> None:
+        lane = self.lane
         """Pause while the destination is away or the buffer is full; keep polling meanwhile."""
         hold = lane.down_since is not None or len(lane.buffer) >= MAX_BUFFER
         assignment = lane.consumer.assignment()
@@ -253,7 +252,8 @@ class OpsSink:
 
     # write -----------------------------------------------------------------------------------
 
-    async def _write_loop(self, lane: _Lane) -> None:
+    async def _write_loop(self) -> None:
+        lane = self.lane
         while self.running or lane.buffer:
             if not lane.buffer:
                 lane.has_data.clear()
@@ -263,14 +263,15 @@ class OpsSink:
             if len(lane.buffer) < BULK_MAX and self.running:
                 await asyncio.sleep(GATHER_S)
             batch = lane.buffer[:BULK_MAX]
-            await self._write(lane, batch)
+            await self._write(batch)
             del lane.buffer[: len(batch)]
             for tp, offset, _ in batch:
                 if offset + 1 > lane.uncommitted.get(tp, -1):
                     lane.uncommitted[tp] = offset + 1
-            await self._commit(lane)
+            await self._commit()
 
-    async def _write(self, lane: _Lane, batch: _Batch) -> None:
+    async def _write(self, batch: _Batch) -> None:
+        lane = self.lane
         records = [r for _, _, r in batch if r is not None]
         lane.counters["undecodable"] += len(batch) - len(records)
 
@@ -346,7 +347,8 @@ class OpsSink:
     def _stopping(self, state: RetryCallState) -> bool:
         return not self.running
 
-    async def _commit(self, lane: _Lane) -> None:
+    async def _commit(self) -> None:
+        lane = self.lane
         offsets, lane.uncommitted = lane.uncommitted, {}
         if not offsets or lane.consumer is None:
             return
