@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -196,16 +198,24 @@ def install_templates(client: Elasticsearch, config: EsConfig) -> None:
         )
 
 
-def ensure_templates(client: Elasticsearch, config: EsConfig) -> None:
-    """:func:`install_templates`, raising :class:`Unavailable` if Elasticsearch is away."""
+@contextmanager
+def _unavailable_when_away() -> Iterator[None]:
+    """Raise :class:`Unavailable` for errors worth retrying later: no connection, a timeout,
+    or a 408/429/5xx answer; anything else as it is."""
     try:
-        install_templates(client, config)
+        yield
     except (TransportConnectionError, ConnectionTimeout) as exc:
         raise Unavailable(f"elasticsearch unreachable: {exc}") from exc
     except ApiError as exc:
         if exc.meta.status in RETRY_STATUSES:
             raise Unavailable(f"elasticsearch answered {exc.meta.status}: {exc}") from exc
         raise
+
+
+def ensure_templates(client: Elasticsearch, config: EsConfig) -> None:
+    """:func:`install_templates`, raising :class:`Unavailable` if Elasticsearch is away."""
+    with _unavailable_when_away():
+        install_templates(client, config)
 
 
 # -- writes -----------------------------------------------------------------------------------
@@ -260,14 +270,8 @@ def write(client: Elasticsearch, config: EsConfig, records: list[dict[str, Any]]
     operations = bulk_operations(config, records)
     if not operations:
         return BulkOutcome()
-    try:
+    with _unavailable_when_away():
         answer = client.bulk(operations=operations)
-    except (TransportConnectionError, ConnectionTimeout) as exc:
-        raise Unavailable(f"elasticsearch unreachable: {exc}") from exc
-    except ApiError as exc:
-        if exc.meta.status in RETRY_STATUSES:
-            raise Unavailable(f"elasticsearch answered {exc.meta.status}: {exc}") from exc
-        raise
     outcome = BulkOutcome()
     retry = 0
     for item in answer["items"]:
