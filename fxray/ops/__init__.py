@@ -118,9 +118,8 @@ def lifecycle(spec: RunSpec, state: str, *, step_index: int = 0, **fields: Any) 
 
 def queued(spec: RunSpec, *, error: str | None = None) -> dict[str, Any]:
     """The ``queued`` record of ``spec``'s attempt (``error``: why the last one is retried)."""
-    if error is None:
-        return lifecycle(spec, QUEUED, status="pending")
-    return lifecycle(spec, QUEUED, status="pending", error=error)
+    fields = {} if error is None else {"error": error}
+    return lifecycle(spec, QUEUED, status="pending", **fields)
 
 
 def step_dict(step: StepResult) -> dict[str, Any]:
