@@ -12,11 +12,16 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import pytest
 import ray
+from elasticsearch import Elasticsearch
 
 from fxray import Platform
+from fxray.ops.elastic import EsConfig
 from tests.integration.ops.conftest import OsmemProcess, count, es_of, wait_for
 
 QUICK = """
@@ -26,17 +31,38 @@ for i in range(3):
 """
 
 
-def test_elasticsearch_outage_loses_nothing_and_blocks_no_run(
+@dataclass
+class Setup:
+    """A platform whose sink writes to the test's own osmem, and a quick service on it."""
+
+    platform: Platform
+    name: str
+    es: Elasticsearch
+    config: EsConfig
+    service: dict[str, Any]  # a query for the service's documents
+    finished: dict[str, Any]  # ... for its runs in state "finished"
+
+
+@pytest.fixture
+def setup(
     ops_platform: Callable[..., Platform],
     osmem: OsmemProcess,
     service_dir: Callable[..., Path],
-) -> None:
+) -> Setup:
     platform = ops_platform(es_url=osmem.url)
     name = f"quick{uuid.uuid4().hex[:6]}"
     platform.deploy(service_dir(name, {"q.py": QUICK}, trigger_events=[f"quick.{name}"]))
     es, config = es_of(platform)
     service = {"term": {"service": name}}
     finished = {"bool": {"filter": [service, {"term": {"state": "finished"}}]}}
+    return Setup(platform, name, es, config, service, finished)
+
+
+def test_elasticsearch_outage_loses_nothing_and_blocks_no_run(
+    setup: Setup, osmem: OsmemProcess
+) -> None:
+    platform, name, es, config = setup.platform, setup.name, setup.es, setup.config
+    service, finished = setup.service, setup.finished
 
     def send(first: int, last: int) -> None:
         for i in range(first, last):
@@ -79,19 +105,13 @@ def test_elasticsearch_outage_loses_nothing_and_blocks_no_run(
 
 
 def test_elasticsearch_restart_loses_nothing_produced_meanwhile(
-    ops_platform: Callable[..., Platform],
-    osmem: OsmemProcess,
-    service_dir: Callable[..., Path],
+    setup: Setup, osmem: OsmemProcess
 ) -> None:
-    platform = ops_platform(es_url=osmem.url)
-    name = f"quick{uuid.uuid4().hex[:6]}"
-    platform.deploy(service_dir(name, {"q.py": QUICK}, trigger_events=[f"quick.{name}"]))
-    es, config = es_of(platform)
-    service = {"term": {"service": name}}
+    platform, name, es, config = setup.platform, setup.name, setup.es, setup.config
+    service, finished = setup.service, setup.finished
     platform.send(f"quick.{name}", {"n": -1})
     platform.wait_for_runs(service=name, count=1, timeout=120)
     wait_for(lambda: count(es, config.logs_alias, service) == 3, 60, "the first lines")
-    finished = {"bool": {"filter": [service, {"term": {"state": "finished"}}]}}
     wait_for(lambda: count(es, config.runs_alias, finished) == 1, 60, "the first run")
 
     osmem.stop()

@@ -15,8 +15,6 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from alembic import command
-from alembic.autogenerate import compare_metadata
-from alembic.runtime.migration import MigrationContext
 
 from fxray.store import (
     Conflict,
@@ -27,6 +25,7 @@ from fxray.store import (
     migrate,
     migrations,
 )
+from tests.store_schema import schema_differences
 
 BASE = 1_700_000_000 - 1_700_000_000 % 3600
 MINUTE = 60.0
@@ -74,18 +73,6 @@ def make_store(url: str) -> Iterator[Callable[[], StateStore]]:
 @pytest.fixture
 def store(make_store: Callable[[], StateStore]) -> StateStore:
     return make_store()
-
-
-def schema_differences(url: str) -> list[object]:
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as connection:
-            context = MigrationContext.configure(
-                connection, opts={"compare_type": True, "compare_server_default": True}
-            )
-            return list(compare_metadata(context, migrations.all_tables()))
-    finally:
-        engine.dispose()
 
 
 def run_in_threads(count: int, work: Callable[[int], Any]) -> list[Any]:

@@ -136,22 +136,24 @@ def test_events_are_kept_once_and_grouped_by_correlation(store: StateStore) -> N
     ]
 
 
+_RUN = {
+    "service": "svc",
+    "version_id": "svc@x",
+    "trigger_id": "t",
+    "event_id": "e",
+    "event_type": "x.y",
+    "correlation_id": "e",
+    "priority": 5,
+    "attempt": 1,
+    "shadow": False,
+    "created_at": 1.0,
+}
+"""The fields of a run row that every test below shares."""
+
+
 def test_upsert_runs_inserts_or_overwrites(store: StateStore) -> None:
     _service(store)
-    base = {
-        "service": "svc",
-        "version_id": "svc@x",
-        "trigger_id": "t",
-        "event_id": "e",
-        "event_type": "x.y",
-        "correlation_id": "e",
-        "priority": 5,
-        "attempt": 1,
-        "shadow": False,
-        "created_at": 1.0,
-        "steps": [],
-        "logs": [],
-    }
+    base = {**_RUN, "steps": [], "logs": []}
     existing = {**base, "id": "r1", "status": "running"}
     store.insert_runs([existing])
     store.upsert_runs(
@@ -167,18 +169,7 @@ def test_upsert_runs_inserts_or_overwrites(store: StateStore) -> None:
 
 def test_ranked_upserts_keep_the_newest_state_whatever_the_order(store: StateStore) -> None:
     _service(store)
-    base = {
-        "service": "svc",
-        "version_id": "svc@x",
-        "trigger_id": "t",
-        "event_id": "e",
-        "event_type": "x.y",
-        "correlation_id": "e",
-        "priority": 5,
-        "attempt": 1,
-        "shadow": False,
-        "created_at": 1.0,
-    }
+    base = _RUN
     queued = {**base, "id": "r1", "status": "pending", "rank": 1_000_000}
     started = {**base, "id": "r1", "status": "running", "started_at": 2.0, "rank": 1_000_001}
     final = {

@@ -10,22 +10,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from alembic import command
-from alembic.autogenerate import compare_metadata
-from alembic.runtime.migration import MigrationContext
 
 from fxray.store import StateStore, migrate, migrations
-
-
-def schema_differences(url: str) -> list[object]:
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as connection:
-            context = MigrationContext.configure(
-                connection, opts={"compare_type": True, "compare_server_default": True}
-            )
-            return list(compare_metadata(context, migrations.all_tables()))
-    finally:
-        engine.dispose()
+from tests.store_schema import schema_differences
 
 
 def tables(url: str) -> set[str]:
