@@ -94,17 +94,28 @@ def _fail(message: str, code: int) -> None:
 
 
 def _read_json(path: Path, what: str) -> Any:
+    return read_json(path, f"{what} {path}")
+
+
+def read_json(path: Path | None, label: str) -> Any:
+    """The JSON value in a file (standard input if None); :class:`UsageProblem` naming
+    ``label`` if it cannot be read or is not JSON."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = sys.stdin.read() if path is None else path.read_text(encoding="utf-8-sig")
     except OSError as exc:
-        raise UsageProblem(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+        raise UsageProblem(f"cannot read {label}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
-        raise UsageProblem(f"{what} {path} is not UTF-8 text") from None
+        raise UsageProblem(f"{label} is not UTF-8 text") from None
+    return loads_json(text, label)
+
+
+def loads_json(text: str, label: str) -> Any:
+    """The JSON value of ``text``; :class:`UsageProblem` naming ``label`` if it is not JSON."""
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise UsageProblem(
-            f"{what} {path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+            f"{label} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
         ) from None
 
 

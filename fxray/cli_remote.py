@@ -122,22 +122,11 @@ def parse_filters(items: list[str] | None) -> dict[str, str]:
 
 def parse_json(text: str, option: str) -> Any:
     """A JSON value from the command line, or from a file with ``@path`` (``-`` reads stdin)."""
-    what = option
+    cli = _cli()
     if text.startswith("@"):
         path = text[1:]
-        what = f"{option} file {path}"
-        try:
-            text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8-sig")
-        except OSError as exc:
-            raise _usage(f"cannot read {what}: {exc.strerror or exc}") from None
-        except UnicodeDecodeError:
-            raise _usage(f"{what} is not UTF-8 text") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise _usage(
-            f"{what} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
-        ) from None
+        return cli.read_json(None if path == "-" else Path(path), f"{option} file {path}")
+    return cli.loads_json(text, option)
 
 
 # -- output -----------------------------------------------------------------------------------
