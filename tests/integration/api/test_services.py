@@ -6,7 +6,6 @@ import io
 import json
 import os
 import stat
-import subprocess
 import uuid
 import zipfile
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ import pytest
 import fxray.api.routes.services as services_module
 import fxray.services.package as package_module
 from fxray.services import load_package
+from tests.git_repo import git
 from tests.integration.api.conftest import ApiHarness, database_url, start_api
 from tests.integration.conftest import write_service
 
@@ -382,21 +382,6 @@ def test_label_taken_is_a_conflict(sqlite_api: ApiHarness, tmp_path: Path) -> No
 
 
 # -- git repositories -------------------------------------------------------------------------
-
-
-def git(repo: Path, *args: str) -> str:
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@example.com",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@example.com",
-        "GIT_CONFIG_GLOBAL": "/dev/null",
-    }
-    done = subprocess.run(
-        ["git", *args], cwd=repo, env=env, capture_output=True, text=True, check=True
-    )
-    return done.stdout.strip()
 
 
 @pytest.fixture(scope="module")
