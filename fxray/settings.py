@@ -139,6 +139,13 @@ class Settings(BaseSettings):
     executor_batch_size: int = Field(default=256, ge=1, description="Most runs per executor call.")
     router_poll_max: int = Field(default=500, ge=1, description="Records per bus poll.")
     router_max_in_flight: int = Field(default=2000, ge=1, description="Runs queued or running.")
+    router_pause_after_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="A full router waits this long for room before it pauses its partitions. "
+        "Pausing drops the records the consumer has prefetched, and librdkafka fetches again "
+        "up to ~1 s after a resume, so brief fullness is better waited out.",
+    )
     trigger_refresh_s: float = Field(default=0.5, gt=0)
     default_timeout_s: float = Field(default=300.0, gt=0)
     pip_index_url: str | None = None

@@ -4,8 +4,9 @@ One asyncio event loop runs these tasks:
 
 * **consume** polls the bus in batches, decodes CloudEvents (bad records go to the dead-letter
   topic), matches triggers, records the pending runs, and queues them. When the queue holds
-  ``router_max_in_flight`` runs it pauses its partitions (and keeps polling, so it stays in
-  its consumer group) until the backlog drains.
+  ``router_max_in_flight`` runs it waits for room; if none comes within
+  ``router_pause_after_s`` it pauses its partitions (and keeps polling, so it stays in its
+  consumer group) until the backlog drains.
 * **dispatch** takes runs in priority order for versions with a free executor and sends them in
   batches, sized from each version's measured run time so that a batch takes ~20 ms.
 * **commit** commits, per partition, up to the lowest offset whose runs are not all finished
@@ -133,6 +134,7 @@ class Router:
         self.avg_run_s: dict[str, float] = {}
         self.counters: Counter[str] = Counter()
         self.wakeup = asyncio.Event()
+        self.room_freed = asyncio.Event()  # set when runs end, for a router waiting for room
         self.tasks: list[asyncio.Task[None]] = []
         self.batch_tasks: set[asyncio.Task[None]] = set()
         self.consumer: Any = None
@@ -217,6 +219,8 @@ class Router:
     async def _consume_loop(self) -> None:
         while self.running:
             if self._next_poll is None:
+                if self._room() <= 0 and not self.paused:
+                    await self._wait_for_room(self.settings.router_pause_after_s)
                 self._apply_backpressure()
                 self._next_poll = self._poll(max(1, self._room()))
             records = await self._next_poll
@@ -235,6 +239,25 @@ class Router:
 
     def _room(self) -> int:
         return self.settings.router_max_in_flight - len(self.runs)
+
+    async def _wait_for_room(self, timeout_s: float) -> None:
+        """Wait up to ``timeout_s`` for runs to end, without polling.
+
+        A full router that runs short runs has room again within milliseconds. Pausing for that
+        would cost more than it saves: a pause drops what the consumer has prefetched, and after
+        a resume librdkafka's fetcher wakes up to ~1 s later (its idle wait, which no setting
+        shortens). So only a router that stays full this long pauses its partitions; not polling
+        meanwhile is safe, as it is far below ``max.poll.interval.ms``.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self.running and self._room() <= 0:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            self.room_freed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.room_freed.wait(), remaining)
 
     def _poll(self, room: int) -> asyncio.Future[list[Record]]:
         limit = min(self.settings.router_poll_max, room)
@@ -659,6 +682,8 @@ class Router:
                 self.tracker.done(run.tp, run.offset)
             self._release_next(run)
             self.counters[f"runs_{result.status.value}"] += 1
+        if finals:
+            self.room_freed.set()
         if self.delayed:
             self.wakeup.set()
 

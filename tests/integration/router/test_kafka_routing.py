@@ -342,7 +342,10 @@ def test_broker_restart_with_persistence_loses_nothing(
 def test_backpressure_pauses_partitions_without_leaving_the_group(
     kafka_platform: Callable[..., Platform], service_dir: Callable[..., Path]
 ) -> None:
-    platform = kafka_platform(router_max_in_flight=4, executors_max_per_version=2)
+    # runs end every 0.15 s; a router waiting 0.05 s for room pauses its partitions
+    platform = kafka_platform(
+        router_max_in_flight=4, router_pause_after_s=0.05, executors_max_per_version=2
+    )
     slow = "import time\ntime.sleep(0.15)\n"
     platform.deploy(service_dir("slow", {"s.py": slow}, trigger_events=["flow.step"]))
     sent = [platform.send("flow.step", {"n": n})["id"] for n in range(40)]
@@ -359,3 +362,28 @@ def test_backpressure_pauses_partitions_without_leaving_the_group(
     assert {r.event_id for r in platform.runs(service="slow", limit=None)} == set(sent)
     assert stats["counters"].get("partitions_revoked", 0) == 0, "the router lost its partitions"
     assert 0 < most_active <= 4
+
+
+def test_a_router_full_for_a_moment_waits_for_room_instead_of_pausing(
+    kafka_platform: Callable[..., Platform], service_dir: Callable[..., Path]
+) -> None:
+    # runs of ~20 ms free room long before router_pause_after_s (1 s by default)
+    platform = kafka_platform(router_max_in_flight=4, executors_max_per_version=2)
+    quick = "import time\ntime.sleep(0.02)\n"
+    platform.deploy(service_dir("quick", {"q.py": quick}, trigger_events=["flow.step"]))
+    warm = platform.send("flow.step", {"n": -1})  # an executor's cold start is a long wait
+    platform.wait_for_runs(event_id=warm["id"], timeout=60)
+    sent = [platform.send("flow.step", {"n": n})["id"] for n in range(60)]
+    most_active = 0
+    deadline = time.monotonic() + 120
+    while True:
+        stats = platform.stats()
+        most_active = max([most_active, *(r["active_runs"] for r in stats["routers"])])
+        if stats["lag"] == 0 and stats["active_runs"] == 0:
+            break
+        assert time.monotonic() < deadline, "the backlog did not drain"
+        time.sleep(0.02)
+    ran = {r.event_id for r in platform.runs(service="quick", limit=None)}
+    assert ran == {warm["id"], *sent}
+    assert stats["counters"].get("backpressure_pauses", 0) == 0
+    assert most_active == 4, "the router never filled up: this test did not test waiting"
