@@ -185,11 +185,11 @@ class CodeCache:
     def __init__(self) -> None:
         self._code: dict[str, CodeType] = {}
 
-    def get(self, path: Path) -> CodeType:
+    def get(self, path: str | Path) -> CodeType:
         key = str(path)
         code = self._code.get(key)
         if code is None:
-            code = compile(path.read_bytes(), key, "exec")
+            code = compile(Path(key).read_bytes(), key, "exec")
             self._code[key] = code
         return code
 
@@ -244,7 +244,7 @@ def execute(
                 spec.run_id, spec.service, spec.version_id, step, spec.correlation_id, spec.attempt
             )
             _step_hook(hooks, index, step, None)
-            step_result = _run_step(step, package_dir / step, codes, cap)
+            step_result = _run_step(step, os.path.join(pkg, step), codes, cap)
             result.steps.append(step_result)
             if hooks is not None:
                 error = redactor(step_result.error) if step_result.error else None
@@ -285,13 +285,13 @@ def _step_hook(hooks: RunHooks | None, index: int, name: str, result: StepResult
             pass
 
 
-def _run_step(step: str, path: Path, codes: CodeCache, cap: _Capture) -> StepResult:
+def _run_step(step: str, path: str, codes: CodeCache, cap: _Capture) -> StepResult:
     started = time.time()
     status = RunStatus.SUCCEEDED
     error: str | None = None
     try:
         code = codes.get(path)
-        exec(code, {"__name__": "__main__", "__file__": str(path), "__builtins__": builtins})
+        exec(code, {"__name__": "__main__", "__file__": path, "__builtins__": builtins})
     except SystemExit as exc:
         if exc.code not in (None, 0):
             status, error = RunStatus.FAILED, f"script called sys.exit({exc.code!r})"
@@ -313,11 +313,11 @@ def _flush_std() -> None:
             pass
 
 
-def _script_traceback(exc: BaseException, path: Path) -> str:
+def _script_traceback(exc: BaseException, path: str) -> str:
     """The traceback from the script's own frame down (the platform's frames are noise)."""
     frames = traceback.extract_tb(exc.__traceback__)
     for index, frame in enumerate(frames):
-        if frame.filename == str(path):
+        if frame.filename == path:
             frames = frames[index:]
             break
     lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames)]

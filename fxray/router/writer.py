@@ -126,16 +126,13 @@ class RecordWriter:
                 inserts, upserts, updates = merge_runs(
                     by_kind["insert_runs"], coalesce(by_kind["update_runs"])
                 )
-                if by_kind["events"]:
-                    self.store.record_events(by_kind["events"])
-                if inserts:
-                    self.store.insert_runs(inserts)
-                if upserts:
-                    self.store.upsert_runs(upserts)
-                if updates:
-                    self.store.update_runs(updates)
-                if by_kind["ranked_runs"]:
-                    self.store.upsert_runs(by_kind["ranked_runs"], ranked=True)
+                self.store.write_batch(
+                    events=by_kind["events"],
+                    inserts=inserts,
+                    upserts=upserts,
+                    updates=updates,
+                    ranked=by_kind["ranked_runs"],
+                )
                 error = None
                 break
             except Exception as exc:  # the database is busy or away: back off, then retry

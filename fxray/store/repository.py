@@ -11,12 +11,22 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, create_engine, delete, event, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -397,10 +407,7 @@ class StateStore(AccessStore, MappingStore, ScheduleStore, CatalogStore, Reposit
 
     def insert_runs(self, runs: Iterable[dict[str, Any]]) -> None:
         """Insert run rows; a row whose id exists already is left as it is (idempotent)."""
-        rows = list(runs)
-        if rows:
-            with self.session() as s:
-                s.connection().execute(self._insert_ignore(RunRow), rows)
+        self.write_batch(inserts=list(runs))
 
     def upsert_runs(self, runs: Iterable[dict[str, Any]], *, ranked: bool = False) -> None:
         """Insert whole run rows, or overwrite the given fields where the run exists.
@@ -409,49 +416,67 @@ class StateStore(AccessStore, MappingStore, ScheduleStore, CatalogStore, Reposit
         a stored row only if that row's rank is not higher, so records applied late, twice or
         out of order leave the newest state (run summaries kept by the ops sink).
         """
-        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-        for row in runs:
-            groups.setdefault(tuple(sorted(row)), []).append(row)
-        if not groups:
-            return
-        table = RunRow.__table__
-        dialect = self.engine.dialect.name
-        module = postgresql if dialect == "postgresql" else sqlite
-        with self.session() as s:
-            for fields, rows in groups.items():
-                statement = module.insert(table)
-                keep = ("id", "created_at")
-                guard = None
-                if ranked:
-                    guard = or_(table.c.rank.is_(None), table.c.rank <= statement.excluded.rank)
-                statement = statement.on_conflict_do_update(
-                    index_elements=["id"],
-                    set_={f: statement.excluded[f] for f in fields if f not in keep},
-                    where=guard,
-                )
-                s.connection().execute(statement, rows)
+        rows = list(runs)
+        if ranked:
+            self.write_batch(ranked=rows)
+        else:
+            self.write_batch(upserts=rows)
 
     def update_runs(self, changes: Iterable[dict[str, Any]]) -> None:
         """Apply per-run changes, in order; each dict has ``id`` plus the fields to set.
 
         Consecutive changes to the same fields go in one executemany.
         """
-        table = RunRow.__table__
-        groups: list[tuple[tuple[str, ...], list[dict[str, Any]]]] = []
-        for change in changes:
-            fields = tuple(sorted(k for k in change if k != "id"))
-            row = {f"_{k}": v for k, v in change.items()}
-            if groups and groups[-1][0] == fields:
-                groups[-1][1].append(row)
-            else:
-                groups.append((fields, [row]))
-        if not groups:
+        self.write_batch(updates=list(changes))
+
+    def write_batch(
+        self,
+        *,
+        events: Sequence[dict[str, Any]] = (),
+        inserts: Sequence[dict[str, Any]] = (),
+        upserts: Sequence[dict[str, Any]] = (),
+        updates: Sequence[dict[str, Any]] = (),
+        ranked: Sequence[dict[str, Any]] = (),
+    ) -> None:
+        """Write events and run rows in one transaction, in this order: :meth:`record_events`,
+        :meth:`insert_runs`, :meth:`upsert_runs`, :meth:`update_runs`, ranked upserts.
+
+        A router's record writer flushes this way: one commit instead of one per kind."""
+        if not (events or inserts or upserts or updates or ranked):
             return
         with self.session() as s:
-            for fields, rows in groups:
-                values = {k: bindparam(f"_{k}", type_=table.c[k].type) for k in fields}
-                statement = update(table).where(table.c.id == bindparam("_id")).values(values)
-                s.connection().execute(statement, rows)
+            connection = s.connection()
+            if events:
+                connection.execute(self._insert_ignore(EventRow), _event_rows(events))
+            if inserts:
+                connection.execute(self._insert_ignore(RunRow), inserts)
+            if upserts:
+                self._upsert_runs(connection, upserts, ranked=False)
+            if updates:
+                _update_runs(connection, updates)
+            if ranked:
+                self._upsert_runs(connection, ranked, ranked=True)
+
+    def _upsert_runs(
+        self, connection: Connection, rows: Sequence[dict[str, Any]], *, ranked: bool
+    ) -> None:
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for row in rows:
+            groups.setdefault(tuple(sorted(row)), []).append(row)
+        table = RunRow.__table__
+        module = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        for fields, group in groups.items():
+            statement = module.insert(table)
+            keep = ("id", "created_at")
+            guard = None
+            if ranked:
+                guard = or_(table.c.rank.is_(None), table.c.rank <= statement.excluded.rank)
+            statement = statement.on_conflict_do_update(
+                index_elements=["id"],
+                set_={f: statement.excluded[f] for f in fields if f not in keep},
+                where=guard,
+            )
+            connection.execute(statement, group)
 
     def get_run(self, run_id: str) -> RunRecord:
         with self.session() as s:
@@ -507,24 +532,7 @@ class StateStore(AccessStore, MappingStore, ScheduleStore, CatalogStore, Reposit
 
     def record_events(self, events: Iterable[dict[str, Any]]) -> None:
         """Keep the events the platform routed, for causation chains; duplicates are ignored."""
-        now = time.time()
-        rows = [
-            {
-                "id": e["id"],
-                "type": e["type"],
-                "source": e["source"],
-                "time": e.get("time"),
-                "parent_id": e.get("fxparentid"),
-                "run_id": e.get("fxrunid"),
-                "correlation_id": e.get("fxcorrelationid") or e["id"],
-                "body": e,
-                "received_at": now,
-            }
-            for e in events
-        ]
-        if rows:
-            with self.session() as s:
-                s.connection().execute(self._insert_ignore(EventRow), rows)
+        self.write_batch(events=list(events))
 
     def get_event(self, event_id: str) -> dict[str, Any]:
         with self.session() as s:
@@ -550,6 +558,40 @@ class StateStore(AccessStore, MappingStore, ScheduleStore, CatalogStore, Reposit
         if dialect == "sqlite":
             return sqlite.insert(table).on_conflict_do_nothing()
         raise NotImplementedError(f"database dialect {dialect!r} is not supported")
+
+
+def _event_rows(events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    now = time.time()
+    return [
+        {
+            "id": e["id"],
+            "type": e["type"],
+            "source": e["source"],
+            "time": e.get("time"),
+            "parent_id": e.get("fxparentid"),
+            "run_id": e.get("fxrunid"),
+            "correlation_id": e.get("fxcorrelationid") or e["id"],
+            "body": e,
+            "received_at": now,
+        }
+        for e in events
+    ]
+
+
+def _update_runs(connection: Connection, changes: Sequence[dict[str, Any]]) -> None:
+    table = RunRow.__table__
+    groups: list[tuple[tuple[str, ...], list[dict[str, Any]]]] = []
+    for change in changes:
+        fields = tuple(sorted(k for k in change if k != "id"))
+        row = {f"_{k}": v for k, v in change.items()}
+        if groups and groups[-1][0] == fields:
+            groups[-1][1].append(row)
+        else:
+            groups.append((fields, [row]))
+    for fields, rows in groups:
+        values = {k: bindparam(f"_{k}", type_=table.c[k].type) for k in fields}
+        statement = update(table).where(table.c.id == bindparam("_id")).values(values)
+        connection.execute(statement, rows)
 
 
 _FINISHED_RUNS = select(RunRow.id).where(

@@ -204,3 +204,30 @@ def test_ranked_upserts_keep_the_newest_state_whatever_the_order(store: StateSto
     store.upsert_runs([{**started, "id": "r2"}], ranked=True)  # attempt 1's, redelivered
     again = store.get_run("r2")
     assert (again.status, again.attempt, again.error) == ("pending", 2, "x")
+
+
+def test_write_batch_is_one_transaction_in_order(store: StateStore) -> None:
+    _service(store)
+    base = {**_RUN, "steps": [], "logs": []}
+    event = ev.new_event("x.y", {"n": 1})
+    store.write_batch(
+        events=[event],
+        inserts=[{**base, "id": "b1", "status": "pending"}],
+        upserts=[{**base, "id": "b2", "status": "succeeded", "finished_at": 2.0}],
+        updates=[{"id": "b1", "status": "running", "started_at": 1.5}],  # after the insert
+    )
+    assert store.get_run("b1").status == "running"
+    assert store.get_run("b2").status == "succeeded"
+    assert store.get_event(event["id"])["data"] == {"n": 1}
+
+    later = ev.new_event("x.y", {"n": 2})
+    with pytest.raises(sqlalchemy.exc.SQLAlchemyError):  # a row missing a required field
+        store.write_batch(
+            events=[later],
+            inserts=[{**base, "id": "b3", "status": "pending"}],
+            upserts=[{"id": "b4", "status": "failed"}],
+        )
+    with pytest.raises(NotFound):  # nothing of the failed batch was kept
+        store.get_event(later["id"])
+    with pytest.raises(NotFound):
+        store.get_run("b3")

@@ -53,10 +53,7 @@ class FakeStore:
                 self.schemas[o.type] = o.schema
 
     # what RecordWriter writes besides the catalog
-    def record_events(self, events: list[dict[str, Any]]) -> None:
-        pass
-
-    def insert_runs(self, rows: list[dict[str, Any]]) -> None:
+    def write_batch(self, **rows: list[dict[str, Any]]) -> None:
         pass
 
 
