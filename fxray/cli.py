@@ -6,6 +6,7 @@
     fxray run-local examples/order-intake --event examples/order-intake/sample-event.json
     fxray demo
     fxray up                      # the management API on http://127.0.0.1:8080
+    fxray db status               # the database's schema revision (fxray db upgrade migrates)
 """
 
 from __future__ import annotations
@@ -370,6 +371,72 @@ def deadletters_replay(
             bus, settings.deadletter_topic, settings.events_topic, parsed
         ):
             out.print(line)
+
+
+db_app = typer.Typer(
+    help="The management database (FXRAY_DATABASE_URL): schema revision and migrations.",
+    no_args_is_help=True,
+)
+app.add_typer(db_app, name="db")
+
+
+def _database() -> tuple[str, str]:
+    """The settings' database URL, and the same with its password hidden (for printing)."""
+    from sqlalchemy.engine import make_url
+
+    from fxray.settings import Settings
+
+    url = Settings().database_url
+    try:
+        shown = make_url(url).render_as_string(hide_password=True)
+    except Exception as exc:
+        raise UsageProblem(f"FXRAY_DATABASE_URL is not a database URL: {exc}") from exc
+    return url, shown
+
+
+def _sqlite_file(url: str) -> Path | None:
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+@db_app.command("status")
+def db_status() -> None:
+    """Print the database's schema revision; exit 1 if it is behind this fxray's newest."""
+    from sqlalchemy import create_engine
+
+    from fxray.store import migrations
+
+    with _cli_errors():
+        url, shown = _database()
+        sqlite_file = _sqlite_file(url)
+        if sqlite_file is not None and not sqlite_file.exists():
+            _fail(f"no database at {sqlite_file}: `fxray db upgrade` creates it", EXIT_FAILED)
+        engine = create_engine(url)
+        try:
+            with engine.connect() as connection:
+                revision = migrations.current(connection)
+        finally:
+            engine.dispose()
+        head = migrations.head()
+        if revision == head:
+            out.print(f"{shown}: at revision {head} (up to date)")
+            return
+        out.print(f"{shown}: at revision {revision or 'none'}, newest is {head}")
+        _fail("the database is behind: run `fxray db upgrade`", EXIT_FAILED)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Migrate the database to this fxray's newest schema (``fxray up`` does it at start too)."""
+    from fxray.store import migrate
+
+    with _cli_errors():
+        url, shown = _database()
+        out.print(f"{shown}: at revision {migrate(url)} (up to date)")
 
 
 # -- commands over the Management API (fxray/cli_remote.py) -----------------------------------

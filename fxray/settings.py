@@ -172,6 +172,10 @@ class Settings(BaseSettings):
             self.router_group = f"fxray-router.{self.instance}"
         if not self.database_url:
             self.database_url = f"sqlite:///{self.home / 'fxray.db'}"
+        scheme, sep, rest = self.database_url.partition("://")
+        if sep and scheme in ("postgresql", "postgres"):
+            # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; fxray ships psycopg2
+            self.database_url = f"postgresql+psycopg2://{rest}"
         return self
 
     @property

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy
 from typer.testing import CliRunner, Result
 
 from fxray.cli import app
@@ -305,3 +306,43 @@ def test_run_local_function(tmp_path: Path) -> None:
     assert result.emitted[0]["data"]["currency"] == "EUR"
     assert result.emitted[0]["fxparentid"] == "order-1"
     assert result.result == {"order_id": "A-1", "orders_so_far": 1}
+
+
+# -- db ---------------------------------------------------------------------------------------
+
+
+def test_db_status_and_upgrade(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fxray.store import migrations
+
+    database = tmp_path / "state" / "fxray.db"
+    database.parent.mkdir()
+    monkeypatch.setenv("FXRAY_DATABASE_URL", f"sqlite:///{database}")
+
+    missing = invoke("db", "status")
+    assert missing.exit_code == 1 and "fxray db upgrade" in missing.output
+    assert not database.exists(), "status must not create the database"
+
+    upgraded = invoke("db", "upgrade")
+    assert upgraded.exit_code == 0, upgraded.output
+    assert f"at revision {migrations.head()} (up to date)" in upgraded.output
+
+    status = invoke("db", "status")
+    assert status.exit_code == 0 and "up to date" in status.output
+
+    with sqlalchemy.create_engine(f"sqlite:///{database}").begin() as connection:
+        connection.execute(sqlalchemy.text("UPDATE alembic_version SET version_num = '0001'"))
+    behind = invoke("db", "status")
+    assert behind.exit_code == 1
+    assert f"at revision 0001, newest is {migrations.head()}" in behind.output
+
+
+def test_db_commands_hide_the_password_and_refuse_a_bad_url(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FXRAY_DATABASE_URL", "not a url")
+    bad = invoke("db", "status")
+    assert bad.exit_code == 2 and "not a database URL" in bad.output
+    # nothing listens on port 1: the error names the database without its password
+    monkeypatch.setenv("FXRAY_DATABASE_URL", "postgresql://fx:s3cr3t-pw@127.0.0.1:1/fx")
+    down = invoke("db", "upgrade")
+    assert down.exit_code == 1 and "s3cr3t-pw" not in down.output

@@ -56,7 +56,7 @@ def test_home_is_expanded_and_absolute(
 
 
 def test_explicit_database_url_kept() -> None:
-    url = "postgresql://fx:pw@db:5432/fxray"
+    url = "postgresql+psycopg2://fx:pw@db:5432/fxray"
     assert Settings(database_url=url).database_url == url
 
 
@@ -195,3 +195,11 @@ def test_public_dict_is_json(tmp_path: Path) -> None:
     assert data["home"] == str((tmp_path / "h").resolve())
     assert data["instance"] == "x"
     assert Settings(**data) == settings
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
+def test_a_driverless_postgres_url_uses_psycopg2(scheme: str) -> None:
+    settings = Settings(database_url=f"{scheme}://fx:pw@db:5432/fx")
+    assert settings.database_url == "postgresql+psycopg2://fx:pw@db:5432/fx"
+    other = "postgresql+psycopg://fx@db/fx"  # a driver named explicitly is kept
+    assert Settings(database_url=other).database_url == other
