@@ -276,6 +276,15 @@ class AccessStore(StoreMixin):
         with self.session() as s:
             return [record(WebhookRecord, r) for r in s.scalars(query)]
 
+    def set_webhook_active(self, webhook_id: str, active: bool) -> WebhookRecord:
+        """Turn a webhook off (its posts answer 404) or on again; its secret is kept."""
+        with self.session() as s:
+            row = s.get(WebhookRow, webhook_id)
+            if row is None:
+                raise NotFound(f"no webhook {webhook_id!r}")
+            row.active = active
+            return record(WebhookRecord, row)
+
     def delete_webhook(self, webhook_id: str) -> None:
         with self.session() as s:
             if s.execute(delete(WebhookRow).where(WebhookRow.id == webhook_id)).rowcount == 0:

@@ -349,6 +349,14 @@ class WebhookIn(BaseModel):
     )
 
 
+class WebhookPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    active: bool = Field(
+        strict=True, description="false: its posts answer 404 until it is turned on again"
+    )
+
+
 class WebhookOut(BaseModel):
     id: str
     project: str
@@ -409,14 +417,28 @@ def create_webhook(project: str, body: WebhookIn, caller: Caller, store: StoreDe
     return NewWebhookOut(webhook=_webhook(record), secret=secret)
 
 
+@webhooks_router.patch("/projects/{project}/webhooks/{webhook_id}")
+def update_webhook(
+    project: str, webhook_id: str, body: WebhookPatch, caller: Caller, store: StoreDep
+) -> WebhookOut:
+    """Deactivate a webhook, or activate it again, keeping its secret (project admin)."""
+    _require_webhook(project, webhook_id, caller, store)
+    return _webhook(store.set_webhook_active(webhook_id, body.active))
+
+
 @webhooks_router.delete(
     "/projects/{project}/webhooks/{webhook_id}", status_code=status.HTTP_204_NO_CONTENT
 )
 def delete_webhook(project: str, webhook_id: str, caller: Caller, store: StoreDep) -> None:
+    _require_webhook(project, webhook_id, caller, store)
+    store.delete_webhook(webhook_id)
+
+
+def _require_webhook(project: str, webhook_id: str, caller: Any, store: Any) -> None:
+    """The caller is an admin of ``project``, which has the webhook ``webhook_id``."""
     require_project(caller, project, "admin")
     if not any(w.id == webhook_id for w in store.list_webhooks(project)):
         raise not_found(f"webhook {webhook_id!r}")
-    store.delete_webhook(webhook_id)
 
 
 def signature_of(secret: str | bytes, body: bytes) -> str:

@@ -258,7 +258,22 @@ def test_webhooks(linked: Linked) -> None:
     unknown = api.client.post("/api/v1/webhooks/nope", content=body, headers=good)
     assert unknown.status_code == 404
 
-    delete = f"{base}/{webhook['id']}"
+    one = f"{base}/{webhook['id']}"
+    off = {"active": False}
+    assert api.client.patch(one, json=off, headers=project.developer).status_code == 403
+    assert api.client.patch(one, json={"active": "no"}, headers=project.admin).status_code == 422
+    turned_off = api.client.patch(one, json=off, headers=project.admin)
+    assert turned_off.status_code == 200 and turned_off.json()["active"] is False
+    assert api.client.post(url, content=body, headers=good).status_code == 404
+    other_admin = api.client.patch(
+        f"/api/v1/projects/{other.name}/webhooks/{webhook['id']}", json=off, headers=project.admin
+    )
+    assert other_admin.status_code == 404
+    on = api.client.patch(one, json={"active": True}, headers=project.admin)
+    assert on.status_code == 200 and on.json()["active"] is True
+    assert api.client.post(url, content=body, headers=good).status_code == 202  # same secret
+
+    delete = one
     assert api.client.delete(delete, headers=project.developer).status_code == 403
     assert api.client.delete(delete, headers=project.admin).status_code == 204
     assert api.client.post(url, content=body, headers=good).status_code == 404
