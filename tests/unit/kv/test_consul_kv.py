@@ -306,7 +306,7 @@ def test_settings_are_published(
         kv_store="consul",
         consul_url=server.url,
         consul_token=TOKEN,
-        database_url="postgresql://fx:dbpass@db/fx",
+        database_url="postgresql+psycopg2://fx:dbpass@db/fx",
         kafka_producer_config={"sasl.password": "kpass", "acks": "all"},
     )
     assert TOKEN not in repr(settings)
@@ -321,7 +321,7 @@ def test_settings_are_published(
     published = json.loads(text)
     assert published == published_settings(settings)
     assert published["kv_store"] == "consul"
-    assert published["database_url"] == "postgresql://fx:***@db/fx"
+    assert published["database_url"] == "postgresql+psycopg2://fx:***@db/fx"
     assert published["kafka_producer_config"] == {"sasl.password": "***", "acks": "all"}
     assert "consul_token" not in published
     kv.close()
