@@ -380,52 +380,39 @@ db_app = typer.Typer(
 app.add_typer(db_app, name="db")
 
 
-def _database() -> tuple[str, str]:
-    """The settings' database URL, and the same with its password hidden (for printing)."""
+def _database() -> tuple[str, str, Path | None]:
+    """The settings' database URL, the same with its password hidden (for printing), and its
+    file if it is a SQLite file."""
     from sqlalchemy.engine import make_url
 
     from fxray.settings import Settings
 
     url = Settings().database_url
     try:
-        shown = make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
     except Exception as exc:
         raise UsageProblem(f"FXRAY_DATABASE_URL is not a database URL: {exc}") from exc
-    return url, shown
-
-
-def _sqlite_file(url: str) -> Path | None:
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
-        return None
-    return Path(parsed.database)
+    sqlite_file = None
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        sqlite_file = Path(parsed.database)
+    return url, parsed.render_as_string(hide_password=True), sqlite_file
 
 
 @db_app.command("status")
 def db_status() -> None:
     """Print the database's schema revision; exit 1 if it is behind this fxray's newest."""
-    from sqlalchemy import create_engine
-
-    from fxray.store import migrations
+    from fxray.store import revision
+    from fxray.store.migrations import head
 
     with _cli_errors():
-        url, shown = _database()
-        sqlite_file = _sqlite_file(url)
+        url, shown, sqlite_file = _database()
         if sqlite_file is not None and not sqlite_file.exists():
             _fail(f"no database at {sqlite_file}: `fxray db upgrade` creates it", EXIT_FAILED)
-        engine = create_engine(url)
-        try:
-            with engine.connect() as connection:
-                revision = migrations.current(connection)
-        finally:
-            engine.dispose()
-        head = migrations.head()
-        if revision == head:
-            out.print(f"{shown}: at revision {head} (up to date)")
+        current, newest = revision(url), head()
+        if current == newest:
+            out.print(f"{shown}: at revision {newest} (up to date)")
             return
-        out.print(f"{shown}: at revision {revision or 'none'}, newest is {head}")
+        out.print(f"{shown}: at revision {current or 'none'}, newest is {newest}")
         _fail("the database is behind: run `fxray db upgrade`", EXIT_FAILED)
 
 
@@ -435,7 +422,7 @@ def db_upgrade() -> None:
     from fxray.store import migrate
 
     with _cli_errors():
-        url, shown = _database()
+        url, shown, _ = _database()
         out.print(f"{shown}: at revision {migrate(url)} (up to date)")
 
 

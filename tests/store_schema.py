@@ -1,12 +1,32 @@
-"""What the migrated schema of a database lacks or has beyond the models (for the tests)."""
+"""Helpers of the state store tests: stores on one database, and what the migrated schema of a
+database lacks or has beyond the models."""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from fxray.store import migrations
+from fxray.store import StateStore, migrations
+
+
+@contextmanager
+def state_stores(url: str) -> Iterator[Callable[[], StateStore]]:
+    """Makes stores on the database at ``url`` (as other processes would have); closes them."""
+    stores: list[StateStore] = []
+
+    def make() -> StateStore:
+        stores.append(StateStore(url))
+        return stores[-1]
+
+    try:
+        yield make
+    finally:
+        for store in stores:
+            store.close()
 
 
 def schema_differences(url: str) -> list[object]:

@@ -2,7 +2,8 @@
 and the Management API's projects, API keys, webhooks, mappings, schedules and event catalog.
 
 SQLite is the embedded default; PostgreSQL plugs in by ``database_url``. The schema is made
-and upgraded by Alembic migrations (:func:`migrate`, or at a store's first use).
+and upgraded by Alembic migrations (:func:`migrate`, or at a store's first use);
+:func:`revision` reads where a database is.
 """
 
 from fxray.store.access import ApiKeyRecord, ProjectRecord, WebhookRecord
@@ -19,6 +20,7 @@ from fxray.store.repository import (
     TriggerRecord,
     VersionRecord,
     migrate,
+    revision,
 )
 from fxray.store.schedules import ScheduleRecord
 
@@ -40,4 +42,5 @@ __all__ = [
     "VersionRecord",
     "WebhookRecord",
     "migrate",
+    "revision",
 ]

@@ -148,6 +148,16 @@ def migrate(url: str) -> str:
         engine.dispose()
 
 
+def revision(url: str) -> str | None:
+    """The schema revision of the database at ``url``; None if fxray has not migrated it."""
+    engine = create_engine(url)  # a plain engine: reading changes nothing (no WAL switch)
+    try:
+        with engine.connect() as connection:
+            return migrations.current(connection)
+    finally:
+        engine.dispose()
+
+
 class StateStore(AccessStore, MappingStore, ScheduleStore, CatalogStore, RepositoryStoreMixin):
     """Management state behind one SQLAlchemy engine; picklable (re-connects lazily)."""
 
@@ -451,32 +461,11 @@ class StateStore(AccessStore, MappingStore, ScheduleStore, CatalogStore, Reposit
             if inserts:
                 connection.execute(self._insert_ignore(RunRow), inserts)
             if upserts:
-                self._upsert_runs(connection, upserts, ranked=False)
+                _upsert_runs(connection, upserts, ranked=False)
             if updates:
                 _update_runs(connection, updates)
             if ranked:
-                self._upsert_runs(connection, ranked, ranked=True)
-
-    def _upsert_runs(
-        self, connection: Connection, rows: Sequence[dict[str, Any]], *, ranked: bool
-    ) -> None:
-        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-        for row in rows:
-            groups.setdefault(tuple(sorted(row)), []).append(row)
-        table = RunRow.__table__
-        module = postgresql if self.engine.dialect.name == "postgresql" else sqlite
-        for fields, group in groups.items():
-            statement = module.insert(table)
-            keep = ("id", "created_at")
-            guard = None
-            if ranked:
-                guard = or_(table.c.rank.is_(None), table.c.rank <= statement.excluded.rank)
-            statement = statement.on_conflict_do_update(
-                index_elements=["id"],
-                set_={f: statement.excluded[f] for f in fields if f not in keep},
-                where=guard,
-            )
-            connection.execute(statement, group)
+                _upsert_runs(connection, ranked, ranked=True)
 
     def get_run(self, run_id: str) -> RunRecord:
         with self.session() as s:
@@ -576,6 +565,26 @@ def _event_rows(events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         }
         for e in events
     ]
+
+
+def _upsert_runs(connection: Connection, rows: Sequence[dict[str, Any]], *, ranked: bool) -> None:
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(sorted(row)), []).append(row)
+    table = RunRow.__table__
+    module = postgresql if connection.dialect.name == "postgresql" else sqlite
+    for fields, group in groups.items():
+        statement = module.insert(table)
+        keep = ("id", "created_at")
+        guard = None
+        if ranked:
+            guard = or_(table.c.rank.is_(None), table.c.rank <= statement.excluded.rank)
+        statement = statement.on_conflict_do_update(
+            index_elements=["id"],
+            set_={f: statement.excluded[f] for f in fields if f not in keep},
+            where=guard,
+        )
+        connection.execute(statement, group)
 
 
 def _update_runs(connection: Connection, changes: Sequence[dict[str, Any]]) -> None:

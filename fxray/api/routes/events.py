@@ -437,7 +437,11 @@ def delete_webhook(project: str, webhook_id: str, caller: Caller, store: StoreDe
 def _require_webhook(project: str, webhook_id: str, caller: Any, store: Any) -> None:
     """The caller is an admin of ``project``, which has the webhook ``webhook_id``."""
     require_project(caller, project, "admin")
-    if not any(w.id == webhook_id for w in store.list_webhooks(project)):
+    try:
+        webhook = store.get_webhook(webhook_id)
+    except NotFound:
+        webhook = None
+    if webhook is None or webhook.project != project:
         raise not_found(f"webhook {webhook_id!r}")
 
 

@@ -339,6 +339,20 @@ def test_broker_restart_with_persistence_loses_nothing(
     assert platform.bus.end_offsets(platform.settings.events_topic), "topic survived the restart"
 
 
+def _drain(platform: Platform, every_s: float) -> tuple[dict[str, Any], int]:
+    """Wait until the backlog is routed, run and committed; the last stats, and the most runs
+    any router held at once meanwhile (sampled every ``every_s``)."""
+    most_active = 0
+    deadline = time.monotonic() + 120
+    while True:
+        stats = platform.stats()
+        most_active = max([most_active, *(r["active_runs"] for r in stats["routers"])])
+        if stats["lag"] == 0 and stats["active_runs"] == 0:
+            return stats, most_active
+        assert time.monotonic() < deadline, "the backlog did not drain"
+        time.sleep(every_s)
+
+
 def test_backpressure_pauses_partitions_without_leaving_the_group(
     kafka_platform: Callable[..., Platform], service_dir: Callable[..., Path]
 ) -> None:
@@ -349,15 +363,7 @@ def test_backpressure_pauses_partitions_without_leaving_the_group(
     slow = "import time\ntime.sleep(0.15)\n"
     platform.deploy(service_dir("slow", {"s.py": slow}, trigger_events=["flow.step"]))
     sent = [platform.send("flow.step", {"n": n})["id"] for n in range(40)]
-    most_active = 0
-    deadline = time.monotonic() + 120
-    while True:
-        stats = platform.stats()
-        most_active = max([most_active, *(r["active_runs"] for r in stats["routers"])])
-        if stats["lag"] == 0 and stats["active_runs"] == 0:
-            break
-        assert time.monotonic() < deadline, "the backlog did not drain"
-        time.sleep(0.05)
+    stats, most_active = _drain(platform, every_s=0.05)
     assert stats["counters"].get("backpressure_pauses", 0) > 0
     assert {r.event_id for r in platform.runs(service="slow", limit=None)} == set(sent)
     assert stats["counters"].get("partitions_revoked", 0) == 0, "the router lost its partitions"
@@ -374,15 +380,7 @@ def test_a_router_full_for_a_moment_waits_for_room_instead_of_pausing(
     warm = platform.send("flow.step", {"n": -1})  # an executor's cold start is a long wait
     platform.wait_for_runs(event_id=warm["id"], timeout=60)
     sent = [platform.send("flow.step", {"n": n})["id"] for n in range(60)]
-    most_active = 0
-    deadline = time.monotonic() + 120
-    while True:
-        stats = platform.stats()
-        most_active = max([most_active, *(r["active_runs"] for r in stats["routers"])])
-        if stats["lag"] == 0 and stats["active_runs"] == 0:
-            break
-        assert time.monotonic() < deadline, "the backlog did not drain"
-        time.sleep(0.02)
+    stats, most_active = _drain(platform, every_s=0.02)
     ran = {r.event_id for r in platform.runs(service="quick", limit=None)}
     assert ran == {warm["id"], *sent}
     assert stats["counters"].get("backpressure_pauses", 0) == 0

@@ -25,7 +25,7 @@ from fxray.store import (
     migrate,
     migrations,
 )
-from tests.store_schema import schema_differences
+from tests.store_schema import schema_differences, state_stores
 
 BASE = 1_700_000_000 - 1_700_000_000 % 3600
 MINUTE = 60.0
@@ -59,15 +59,8 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def make_store(url: str) -> Iterator[Callable[[], StateStore]]:
-    stores: list[StateStore] = []
-
-    def make() -> StateStore:
-        stores.append(StateStore(url))
-        return stores[-1]
-
-    yield make
-    for store in stores:
-        store.close()
+    with state_stores(url) as make:
+        yield make
 
 
 @pytest.fixture

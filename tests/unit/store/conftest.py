@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from fxray.store import StateStore
+from tests.store_schema import state_stores
 
 
 @pytest.fixture
@@ -18,15 +19,8 @@ def db_url(tmp_path: Path) -> str:
 @pytest.fixture
 def make_store(db_url: str) -> Iterator[Callable[[], StateStore]]:
     """More stores on the same file (as other processes would have)."""
-    stores: list[StateStore] = []
-
-    def make() -> StateStore:
-        stores.append(StateStore(db_url))
-        return stores[-1]
-
-    yield make
-    for store in stores:
-        store.close()
+    with state_stores(db_url) as make:
+        yield make
 
 
 @pytest.fixture
