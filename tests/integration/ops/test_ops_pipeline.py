@@ -193,7 +193,10 @@ def test_a_final_record_too_large_for_the_bus_leaves_its_row_to_the_router(
     (rank,) = _ranks(platform, [run])
     assert rank is not None
     es, config = es_of(platform)
-    finished = {"bool": {"filter": [{"ids": {"values": [run.id]}}]}}
+    # the run's doc is made by its queued record first; wait for the executor's finished one
+    finished = {
+        "bool": {"filter": [{"ids": {"values": [run.id]}}, {"term": {"state": "finished"}}]}
+    }
     (doc,) = wait_for(lambda: search_all(es, config.runs_alias, finished), 30, "the run doc")
     assert doc["status"] == "succeeded" and "result" not in doc
 
