@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fxray.store.repository import RoutingSnapshot, TriggerRecord
+from fxray.store.records import RoutingSnapshot, TriggerRecord
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
 

@@ -8,20 +8,17 @@ and upgraded by Alembic migrations (:func:`migrate`, or at a store's first use);
 
 from fxray.store.access import ApiKeyRecord, ProjectRecord, WebhookRecord
 from fxray.store.catalog import EventTypeObservation, EventTypeRecord, SchemaChangeRecord
+from fxray.store.common import Conflict, NotFound
 from fxray.store.mappings import MappingRecord
-from fxray.store.repositories import RepositoryRecord as RepositoryRecord
-from fxray.store.repository import (
-    Conflict,
-    NotFound,
+from fxray.store.records import (
     RoutingSnapshot,
     RunRecord,
     ServiceRecord,
-    StateStore,
     TriggerRecord,
     VersionRecord,
-    migrate,
-    revision,
 )
+from fxray.store.repositories import RepositoryRecord as RepositoryRecord
+from fxray.store.repository import StateStore, migrate, revision
 from fxray.store.schedules import ScheduleRecord
 
 __all__ = [

@@ -6,17 +6,13 @@ import hashlib
 import secrets
 import time
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, func, or_, select, update
 
 from fxray.store.common import Conflict, NotFound, StoreMixin, record
 from fxray.store.models import ApiKeyRow, MappingRow, ProjectRow, ServiceRow, WebhookRow
+from fxray.store.records import DEFAULT_PROJECT, ServiceRecord
 
-if TYPE_CHECKING:
-    from fxray.store.repository import ServiceRecord
-
-DEFAULT_PROJECT = "default"
 ROLES = ("viewer", "developer", "admin")
 TOKEN_PREFIX = "fxk_"
 _LAST_USED_EVERY_S = 60.0
@@ -102,8 +98,6 @@ class AccessStore(StoreMixin):
             s.execute(delete(ProjectRow).where(ProjectRow.name == name))
 
     def set_service_project(self, service: str, project: str) -> ServiceRecord:
-        from fxray.store.repository import ServiceRecord
-
         with self.session() as s:
             if s.get(ProjectRow, project) is None:
                 raise NotFound(f"no project named {project!r}")

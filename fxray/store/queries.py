@@ -15,9 +15,10 @@ from sqlalchemy import Select, func, or_, select
 
 from fxray.store.common import NotFound
 from fxray.store.models import EventRow, RunRow, ServiceRow, VersionRow
+from fxray.store.records import RunRecord
 
 if TYPE_CHECKING:
-    from fxray.store.repository import RunRecord, StateStore
+    from fxray.store.repository import StateStore
 
 FINAL_STATUSES = ("succeeded", "failed", "timed_out", "cancelled")
 FAILED_STATUSES = ("failed", "timed_out")
@@ -25,8 +26,6 @@ ACTIVE_STATUSES = ("pending", "running")
 
 
 def _run_record(row: RunRow) -> RunRecord:
-    from fxray.store.repository import RunRecord
-
     return RunRecord(**{name: getattr(row, name) for name in RunRecord.__slots__})
 
 

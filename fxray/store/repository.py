@@ -13,7 +13,6 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import (
@@ -31,11 +30,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from fxray.store import migrations
-from fxray.store.access import DEFAULT_PROJECT, AccessStore
+from fxray.store.access import AccessStore
 from fxray.store.catalog import CatalogStore
 from fxray.store.common import Conflict, NotFound
 from fxray.store.common import record as _record
-from fxray.store.mappings import MappingRecord, MappingStore
+from fxray.store.mappings import MappingStore
 from fxray.store.models import (
     Base,
     EventRow,
@@ -46,97 +45,17 @@ from fxray.store.models import (
     TriggerRow,
     VersionRow,
 )
+from fxray.store.records import (
+    RoutingSnapshot,
+    RunRecord,
+    ServiceRecord,
+    TriggerRecord,
+    VersionRecord,
+)
 from fxray.store.repositories import RepositoryStoreMixin
 from fxray.store.schedules import ScheduleStore
 
 _REVISION_KEY = "routing_revision"
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceRecord:
-    name: str
-    description: str
-    tags: list[str]
-    active: bool
-    allow_manual_triggering: bool
-    priority: int
-    schedule: str | None
-    max_concurrency: int | None
-    created_at: float
-    updated_at: float
-    project: str = DEFAULT_PROJECT
-
-
-@dataclass(frozen=True, slots=True)
-class VersionRecord:
-    id: str
-    service: str
-    content_hash: str
-    label: str | None
-    manifest: dict[str, Any]
-    requirements: list[str]
-    requirements_hash: str
-    deployed_by: str | None
-    created_at: float
-
-    @property
-    def steps(self) -> list[str]:
-        entry = self.manifest.get("entrypoint")
-        return [entry] if entry else list(self.manifest.get("execution_order") or [])
-
-
-@dataclass(frozen=True, slots=True)
-class TriggerRecord:
-    id: str
-    pattern: str
-    service: str
-    filters: dict[str, str]
-    weights: dict[str, int]
-    shadow_version: str | None
-    ordered: bool
-    active: bool
-    created_at: float
-    updated_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class RunRecord:
-    id: str
-    service: str
-    version_id: str
-    trigger_id: str | None
-    event_id: str
-    event_type: str
-    correlation_id: str
-    status: str
-    priority: int
-    attempt: int
-    shadow: bool
-    created_at: float
-    started_at: float | None
-    finished_at: float | None
-    steps: list[dict[str, Any]]
-    error: str | None
-    logs: list[list[Any]]
-    result: Any
-
-    @property
-    def duration_ms(self) -> float | None:
-        if self.started_at is None or self.finished_at is None:
-            return None
-        return (self.finished_at - self.started_at) * 1000.0
-
-
-@dataclass(slots=True)
-class RoutingSnapshot:
-    """What a router needs to route: read in one transaction, tagged with its revision."""
-
-    revision: int
-    services: dict[str, ServiceRecord] = field(default_factory=dict)
-    versions: dict[str, VersionRecord] = field(default_factory=dict)
-    latest: dict[str, str] = field(default_factory=dict)
-    triggers: list[TriggerRecord] = field(default_factory=list)
-    mappings: list[MappingRecord] = field(default_factory=list)  # the active ones
 
 
 def migrate(url: str) -> str:

@@ -31,10 +31,10 @@ _ALEMBIC = threading.RLock()
 
 def all_tables() -> MetaData:
     """The models' metadata, with the tables of every ``fxray.store`` module registered."""
-    import fxray.store
     from fxray.store.models import Base
 
-    for module in pkgutil.iter_modules(fxray.store.__path__, "fxray.store."):
+    # found by their files, not by importing fxray.store (which imports this package)
+    for module in pkgutil.iter_modules([str(Path(__file__).parents[1])], "fxray.store."):
         if module.name != __name__:
             importlib.import_module(module.name)
     return Base.metadata

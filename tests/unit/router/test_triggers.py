@@ -20,7 +20,7 @@ from fxray.router.triggers import (
     validate_pattern,
     validate_weights,
 )
-from fxray.store.repository import RoutingSnapshot, ServiceRecord, TriggerRecord, VersionRecord
+from fxray.store.records import RoutingSnapshot, ServiceRecord, TriggerRecord, VersionRecord
 
 # --------------------------------------------------------------------------- helpers
 
