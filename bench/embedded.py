@@ -20,7 +20,7 @@ from pathlib import Path
 import ray
 
 from fxray import Platform, Settings
-from fxray import events as ev
+from fxray.events import cloudevent as ev
 from fxray.platform import apply_ray_env_defaults
 
 RESULTS = Path(__file__).parent / "results"

@@ -33,7 +33,7 @@ from fxray.bus.kafka import KafkaBus
 from fxray.ops.elastic import EsConfig
 from fxray.ops.sink import start_sink
 from fxray.platform import apply_ray_env_defaults
-from fxray.runs import RunResult, RunSpec, RunStatus
+from fxray.runtime.runs import RunResult, RunSpec, RunStatus
 from fxray.settings import Settings
 from fxray.store import StateStore
 

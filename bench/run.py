@@ -42,8 +42,8 @@ from confluent_kafka import Consumer, Producer
 from sqlalchemy import select
 
 from fxray import Platform, Settings
-from fxray import events as ev
 from fxray.bus.kafka import KafkaBus
+from fxray.events import cloudevent as ev
 from fxray.platform import apply_ray_env_defaults
 from fxray.store.models import EventRow, RunRow
 

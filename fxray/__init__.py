@@ -6,7 +6,8 @@ or :class:`FxrayClient` to drive a running installation through its management A
 
 from typing import TYPE_CHECKING, Any
 
-from fxray.context import context
+from fxray._version import __version__
+from fxray.runtime.context import context
 from fxray.services import PackageError, load_package
 from fxray.settings import Settings
 
@@ -14,7 +15,6 @@ if TYPE_CHECKING:
     from fxray.client import FxrayClient
     from fxray.platform import Deployment, Platform, PlatformError
 
-__version__ = "0.1.0"
 
 _LAZY = {"Deployment", "Platform", "PlatformError"}
 

@@ -167,7 +167,7 @@ class FxrayClient:
         *,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        from fxray import __version__
+        from fxray._version import __version__
 
         self.url = (url or os.environ.get(URL_ENV) or DEFAULT_URL).strip().rstrip("/")
         if self.url.endswith(API_PREFIX):
@@ -314,7 +314,7 @@ class FxrayClient:
         **attributes: Any,
     ) -> str:
         """Send one CloudEvent (built and validated here); returns its id."""
-        from fxray.events import new_event
+        from fxray.events.cloudevent import new_event
 
         event = new_event(type, data, source=source, **attributes)
         ids = self.send_events([event], batch=False)
@@ -322,7 +322,7 @@ class FxrayClient:
 
     def send_events(self, events: list[Mapping[str, Any]], *, batch: bool = True) -> list[str]:
         """Send structured CloudEvents (a batch, or one event with ``batch=False``)."""
-        from fxray.events import to_json
+        from fxray.events.cloudevent import to_json
 
         if batch:
             content = json.dumps([json.loads(to_json(dict(e))) for e in events]).encode()

@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any
 
 import ray
 
-from fxray import deadletters
-from fxray import events as ev
 from fxray.bus import EventBus, OutgoingRecord
-from fxray.deadletters import DeadLetter
+from fxray.events import cloudevent as ev
+from fxray.events import deadletters
+from fxray.events.deadletters import DeadLetter
 from fxray.kv import KVStore, config_key, put_json, secrets_key
 from fxray.packages import PackageStore
 from fxray.router.router import Router
@@ -53,7 +53,7 @@ from fxray.store import (
 )
 
 if TYPE_CHECKING:
-    from fxray.assets import AssetInfo, AssetStore, Data
+    from fxray.packages.assets import AssetInfo, AssetStore, Data
 
 RAY_ENV_DEFAULTS = {
     "RAY_USAGE_STATS_ENABLED": "0",
@@ -544,7 +544,7 @@ class Platform:
 
         The answer's ``event_id`` is that event's id (it follows the runs the upload causes).
         """
-        from fxray.assets import ASSET_SOURCE
+        from fxray.packages.assets import ASSET_SOURCE
 
         info = self.assets.put(project, path, data, content_type)
         event = ev.new_event(
@@ -645,10 +645,10 @@ def _s3_options(settings: Settings) -> dict[str, Any]:
 
 def _make_asset_store(settings: Settings) -> AssetStore:
     if (settings.asset_store or settings.package_store) == "s3":
-        from fxray.assets import S3AssetStore
+        from fxray.packages.assets import S3AssetStore
 
         return S3AssetStore(**_s3_options(settings))
-    from fxray.assets import LocalAssetStore
+    from fxray.packages.assets import LocalAssetStore
 
     return LocalAssetStore(settings.assets_dir)
 

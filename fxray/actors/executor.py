@@ -25,14 +25,14 @@ from typing import Any
 
 import ray
 
-from fxray import runner
 from fxray.kv import KVStore, ServiceState, config_key, get_json, secrets_key
 from fxray.kv.watch import watch_overrides
 from fxray.ops import OpsConfig
 from fxray.ops import finished as ops_finished
 from fxray.ops.publisher import OpsPublisher, RunOps
 from fxray.packages import PackageStore, materialize
-from fxray.runs import RunResult, RunSpec, RunStatus
+from fxray.runtime import runner
+from fxray.runtime.runs import RunResult, RunSpec, RunStatus
 
 CANCEL_GRACE_S = 2.0
 OPS_FLUSH_WAIT_S = 5.0

@@ -23,7 +23,7 @@ from fxray.actors.executor import BatchOutcome, RemoteExecutor
 from fxray.kv import KVStore
 from fxray.ops import OpsConfig
 from fxray.packages import PackageStore
-from fxray.runs import RunSpec
+from fxray.runtime.runs import RunSpec
 from fxray.store import VersionRecord
 
 log = logging.getLogger("fxray.pool")

@@ -9,7 +9,7 @@ import ray._private.worker
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from fxray import __version__
+from fxray._version import __version__
 from fxray.api.auth import Caller
 from fxray.api.errors import error_response, install_error_handlers
 from fxray.api.metrics import install_metrics

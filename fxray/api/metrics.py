@@ -11,7 +11,7 @@ It serves, in Prometheus text format (or OpenMetrics if the scraper asks for it)
   counter as ``fxray_router_<name>_total``. Each router gets ``STATS_TIMEOUT_S`` to answer;
   a router that is stopping or gone is left out, so a scrape answers what is known.
 
-Run counts and durations by service and version are Ray metrics (:mod:`fxray.metrics`), in
+Run counts and durations by service and version are Ray metrics (:mod:`fxray.ops.metrics`), in
 Ray's own Prometheus export; see docs/metrics.md.
 """
 

@@ -20,7 +20,7 @@ from fxray.bus import OutgoingRecord
 
 if TYPE_CHECKING:
     from fxray.bus import EventBus
-    from fxray.runs import LogLine, RunResult, RunSpec, StepResult
+    from fxray.runtime.runs import LogLine, RunResult, RunSpec, StepResult
     from fxray.settings import Settings
 
 LOG = "log"

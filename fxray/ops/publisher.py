@@ -17,7 +17,7 @@ from typing import Any
 
 from fxray import ops
 from fxray.bus import OutgoingRecord
-from fxray.runs import LogLine, RunResult, RunSpec, StepResult
+from fxray.runtime.runs import LogLine, RunResult, RunSpec, StepResult
 
 log = logging.getLogger("fxray.ops.publisher")
 
@@ -55,7 +55,7 @@ class OpsPublisher:
             self._added += 1
 
     def run_hooks(self, spec: RunSpec) -> RunOps:
-        """Per-run hooks for :func:`fxray.runner.execute` (log lines and steps)."""
+        """Per-run hooks for :func:`fxray.runtime.runner.execute` (log lines and steps)."""
         return RunOps(self, spec)
 
     # flushing --------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import Any
 from fxray import ops
 from fxray.bus import EventBus, OutgoingRecord
 from fxray.router.writer import RecordWriter
-from fxray.runs import RunResult, RunSpec, RunStatus
+from fxray.runtime.runs import RunResult, RunSpec, RunStatus
 
 MAX_OPS_RECORD_BYTES = 512 * 1024
 """A run's ``final`` ops record larger than this leaves its logs and result to the router's

@@ -29,21 +29,21 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from fxray import events as ev
 from fxray import ops
 from fxray.actors.envs import EnvBuildError
 from fxray.actors.executor import BatchOutcome, tune_gc
 from fxray.actors.pool import ExecutorCrashed, ExecutorPools, VersionPool
 from fxray.bus import EventBus, OutgoingRecord, Record, TopicPartition
+from fxray.events import cloudevent as ev
 from fxray.kv import KVStore
-from fxray.metrics import RunMetrics
+from fxray.ops.metrics import RunMetrics
 from fxray.packages import PackageStore
 from fxray.router.offsets import OffsetTracker
 from fxray.router.queue import DelayQueue, RunQueue
 from fxray.router.records import OpsRunRecords, RunRecords
 from fxray.router.triggers import Match, TriggerTable
 from fxray.router.writer import RecordWriter
-from fxray.runs import RunResult, RunSpec, RunStatus
+from fxray.runtime.runs import RunResult, RunSpec, RunStatus
 from fxray.settings import Settings
 from fxray.store import StateStore, TriggerRecord, VersionRecord
 
@@ -343,7 +343,7 @@ class Router:
 
         The rules are indexed by source type once per routing snapshot.
         """
-        from fxray.mappings import FieldMap, MappingRule, mapped_event
+        from fxray.events.mappings import FieldMap, MappingRule, mapped_event
 
         snapshot = self.table.snapshot
         cached = getattr(self, "_mapping_index", None)
@@ -750,7 +750,7 @@ class Router:
         each tick goes to one of them. Ticks of inactive services are consumed without firing;
         ticks claimed but not yet taken by the bus are kept and sent again on the next turn.
         """
-        from fxray.scheduler import tick_event
+        from fxray.events.schedules import tick_event
 
         unsent: list[dict[str, Any]] = []
         while self.running:
@@ -842,7 +842,7 @@ class Router:
         }
 
     def run_metrics(self) -> dict[str, Any]:
-        """What this router recorded as metrics (see :class:`fxray.metrics.RunMetrics`)."""
+        """What this router recorded as metrics (see :class:`fxray.ops.metrics.RunMetrics`)."""
         return self.metrics.snapshot()
 
     def ping(self) -> str:

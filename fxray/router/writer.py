@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from fxray import catalog
-from fxray import events as ev
+from fxray.events import catalog
+from fxray.events import cloudevent as ev
 from fxray.store import EventTypeObservation, NotFound, StateStore
 
 log = logging.getLogger("fxray.writer")
@@ -184,7 +184,7 @@ class CatalogTracker:
     :data:`SAMPLES_PER_TYPE` sampled events. The current schema of each type is cached (read
     once from the store), so a flush reads nothing unless a sample changes a schema; then the
     stored schema is read again (another router may have widened it) and the merge, with its
-    :func:`fxray.catalog.diff` as ``changes``, goes into the observation.
+    :func:`fxray.events.catalog.diff` as ``changes``, goes into the observation.
     """
 
     def __init__(self, store: StateStore, samples: int = SAMPLES_PER_TYPE) -> None:

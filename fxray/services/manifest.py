@@ -159,7 +159,7 @@ class Manifest(BaseModel):
     def _check_schedule(cls, value: str | None) -> str | None:
         if value is None or not value.strip():
             return None
-        from fxray.scheduler import validate_cron  # the one rule for manifests and the API
+        from fxray.events.schedules import validate_cron  # the one rule for manifests and the API
 
         return validate_cron(value)
 

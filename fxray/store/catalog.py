@@ -1,7 +1,7 @@
 """The event catalog's storage: the event types seen, their counts, emitters and schemas.
 
-Schemas are inferred, merged and diffed by :mod:`fxray.catalog`; this module stores what it is
-given and numbers the schema versions.
+Schemas are inferred, merged and diffed by :mod:`fxray.events.catalog`; this module stores
+what it is given and numbers the schema versions.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from fxray import catalog
+from fxray.events import catalog
 from fxray.store.common import NotFound, StoreMixin, record
 from fxray.store.models import EventTypeRow, SchemaChangeRow
 

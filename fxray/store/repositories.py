@@ -1,5 +1,5 @@
 """Git repositories registered through the API: each top-level folder with a ``manifest.json``
-is a service of the repository's project, deployed by a sync (:mod:`fxray.gitsync`)."""
+is a service of the repository's project, deployed by a sync (:mod:`fxray.packages.git`)."""
 
 from __future__ import annotations
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import delete, select, true, update
 
+from fxray.events.schedules import next_fire_times
 from fxray.store.common import Conflict, NotFound, StoreMixin, record
 from fxray.store.models import ScheduleRow, ServiceRow
 
@@ -40,8 +41,6 @@ class ScheduleRecord:
 
 def next_fire_at(cron: str, after: float) -> float:
     """The first tick of ``cron`` after ``after``; ValueError for a bad expression."""
-    from fxray.scheduler import next_fire_times  # fxray.scheduler imports fxray.store
-
     try:
         return next_fire_times(cron, after, 1)[0]
     except (ValueError, KeyError) as exc:

@@ -1,5 +1,5 @@
 """Tests for the Management API client (``fxray.client``) and the CLI commands over it
-(``fxray.cli_remote``), against a fake server (httpx.MockTransport): no Ray, no API."""
+(``fxray.cli.remote``), against a fake server (httpx.MockTransport): no Ray, no API."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ import httpx
 import pytest
 from typer.testing import CliRunner, Result
 
-from fxray import cli, cli_remote
-from fxray.cli import UsageProblem, app
+from fxray.cli import app
+from fxray.cli import remote as cli_remote
+from fxray.cli.output import UsageProblem, out
 from fxray.client import ApiError, FxrayClient, SseEvent, iter_sse
 from fxray.services import PackageError, load_package, load_package_bytes
 
@@ -291,7 +292,7 @@ def test_send_event_posts_a_structured_cloudevent() -> None:
 
 
 def test_send_events_posts_a_batch() -> None:
-    from fxray.events import new_event
+    from fxray.events.cloudevent import new_event
 
     seen: list[httpx.Request] = []
 
@@ -537,7 +538,7 @@ def fake_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     monkeypatch.setenv("FXRAY_API_URL", "http://api.test")
     monkeypatch.setenv("FXRAY_API_KEY", "k-cli")
     monkeypatch.delenv("FXRAY_DEBUG", raising=False)
-    monkeypatch.setattr(cli.out, "_width", 160)  # tables on one line per row
+    monkeypatch.setattr(out, "_width", 160)  # tables on one line per row
     yield {"routes": routes, "seen": seen}
 
 

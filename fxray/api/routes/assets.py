@@ -26,7 +26,7 @@ from fxray.api.errors import ApiError, invalid, not_found
 from fxray.api.pagination import Page, Paging
 from fxray.api.routes.projects import NAME_PATTERN
 from fxray.api.uploads import limited_body, too_large
-from fxray.assets import (
+from fxray.packages.assets import (
     MAX_PATH_LENGTH,
     AssetInfo,
     AssetNotFound,

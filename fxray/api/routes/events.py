@@ -31,12 +31,12 @@ from fastapi import APIRouter, Path, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from fxray import events as ev
 from fxray.api.auth import Caller, require_platform_admin, require_project
 from fxray.api.deps import PlatformDep, StoreDep
 from fxray.api.errors import ApiError, invalid, not_found
 from fxray.api.pagination import Page, Paging
-from fxray.mappings import MAPPING_ID
+from fxray.events import cloudevent as ev
+from fxray.events.mappings import MAPPING_ID
 from fxray.store import NotFound
 
 router = APIRouter()

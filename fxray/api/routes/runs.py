@@ -22,14 +22,14 @@ from fastapi import APIRouter, Header, Path, Query, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from fxray import events as ev
 from fxray.api.auth import Caller, Principal, Role, require_project
 from fxray.api.deps import PlatformDep, StoreDep
 from fxray.api.errors import ApiError, invalid, not_found
 from fxray.api.pagination import Page, PageParams, Paging
+from fxray.events import cloudevent as ev
 from fxray.ops import queries as oq
 from fxray.router.router import MANUAL_TRIGGER, run_id_for
-from fxray.runs import RunStatus
+from fxray.runtime.runs import RunStatus
 from fxray.services import ParameterError
 from fxray.store import NotFound, StateStore
 from fxray.store import queries as q

@@ -18,7 +18,7 @@ from fxray.api.auth import Caller, Principal, Role, require_project, visible_ser
 from fxray.api.deps import PlatformDep, StoreDep
 from fxray.api.errors import ApiError, invalid, not_found
 from fxray.api.pagination import Page, Paging
-from fxray.scheduler import MAX_CRON_LENGTH, iso_utc, next_fire_times, validate_cron
+from fxray.events.schedules import MAX_CRON_LENGTH, iso_utc, next_fire_times, validate_cron
 from fxray.services import ParameterError, validate_params
 from fxray.services.manifest import NAME_PATTERN
 from fxray.store import NotFound, ScheduleRecord, ServiceRecord, StateStore

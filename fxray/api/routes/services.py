@@ -18,13 +18,13 @@ from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
 from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field
 
-from fxray import gitsync
 from fxray.api.auth import Caller, Principal, Role, require_project, visible_service
 from fxray.api.deps import PlatformDep, StoreDep
 from fxray.api.errors import ApiError, invalid, not_found
 from fxray.api.pagination import Page, Paging
 from fxray.api.routes.projects import NAME_PATTERN
 from fxray.api.uploads import limited_body, too_large
+from fxray.packages import git as gitsync
 from fxray.services.package import MAX_FILES, MAX_TOTAL_BYTES, load_package_bytes
 from fxray.store import NotFound, StateStore
 

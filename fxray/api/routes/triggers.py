@@ -17,11 +17,11 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from fxray import mappings as mp
 from fxray.api.auth import Caller, Principal, Role, require_project, visible_service
 from fxray.api.deps import PlatformDep, StoreDep
 from fxray.api.errors import ApiError, invalid, not_found
 from fxray.api.pagination import Page, Paging
+from fxray.events import mappings as mp
 from fxray.router.triggers import validate_pattern, validate_weights
 from fxray.store import NotFound, StateStore, TriggerRecord
 

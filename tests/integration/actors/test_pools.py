@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fxray import Platform
-from fxray import events as ev
+from fxray.events import cloudevent as ev
 
 SLOW = """
 import os

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from fxray import events as ev
 from fxray.api.routes import assets as assets_routes
-from fxray.assets import LocalAssetStore, S3AssetStore
+from fxray.events import cloudevent as ev
+from fxray.packages.assets import LocalAssetStore, S3AssetStore
 from tests.integration.api.conftest import ApiHarness, start_api
 from tests.integration.conftest import write_service
 from tests.integration.packages.conftest import client_for, drop_bucket, s3_settings

@@ -1,5 +1,5 @@
 """docs/api.md runs as written: its worked example against a live server, and its CLI block
-is exactly the session ``test_cli_remote.py`` runs."""
+is exactly the session ``tests/integration/cli/test_remote.py`` runs."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.api.test_cli_remote import ERROR_EXAMPLES, EXAMPLES, Remote, remote
+from tests.integration.cli.test_remote import ERROR_EXAMPLES, EXAMPLES, Remote, remote
 
 __all__ = ["remote"]  # the live-server fixture, shared with the CLI tests
 

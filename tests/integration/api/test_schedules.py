@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from fxray import Platform, Settings
-from fxray import events as ev
+from fxray.events import cloudevent as ev
 from fxray.store import RunRecord
 from tests.integration.api.conftest import database_url
 

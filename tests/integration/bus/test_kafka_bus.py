@@ -21,10 +21,10 @@ from collections.abc import Callable, Iterator
 import pytest
 import ray
 
-from fxray import events as ev
 from fxray.bus import Consumer, EventBus, OutgoingRecord, Record, TopicPartition
 from fxray.bus.embedded import EmbeddedLog
 from fxray.bus.kafka import BusError, KafkaBus, KafkaConsumer
+from fxray.events import cloudevent as ev
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,7 @@ import ray
 from confluent_kafka import Producer
 
 from fxray import Platform
-from fxray import events as ev
+from fxray.events import cloudevent as ev
 
 BOOTSTRAP = os.environ.get("FXRAY_KAFKA_BOOTSTRAP", "")
 

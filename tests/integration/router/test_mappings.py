@@ -7,8 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fxray import Platform
-from fxray import events as ev
-from fxray.mappings import MAPPING_ID, mapped_event_id
+from fxray.events import cloudevent as ev
+from fxray.events.mappings import MAPPING_ID, mapped_event_id
 
 ECHO = """
 from fxray import context

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from fxray import Platform, PlatformError
-from fxray import events as ev
 from fxray.bus import OutgoingRecord
+from fxray.events import cloudevent as ev
 from fxray.router.triggers import choose_version
 
 EMIT_NEXT = """

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy
 
-from fxray import events as ev
+from fxray.events import cloudevent as ev
 from fxray.store import Conflict, NotFound, StateStore
 
 

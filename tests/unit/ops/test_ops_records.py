@@ -8,14 +8,15 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from fxray import ops, runner
+from fxray import ops
 from fxray.bus import OutgoingRecord
 from fxray.kv import ServiceState
 from fxray.kv.local import InMemoryKV
 from fxray.ops.elastic import EsConfig, bulk_operations, plain_media_type
 from fxray.ops.publisher import OpsPublisher
-from fxray.runs import LogLine, RunResult, RunStatus, StepResult
-from tests.unit.test_runner import capturing_streams, make_package, make_spec
+from fxray.runtime import runner
+from fxray.runtime.runs import LogLine, RunResult, RunStatus, StepResult
+from tests.unit.runtime.test_runner import capturing_streams, make_package, make_spec
 
 SECRET = "hunter2-secret"
 

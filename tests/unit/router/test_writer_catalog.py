@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from fxray import catalog
-from fxray import events as ev
+from fxray.events import catalog
+from fxray.events import cloudevent as ev
 from fxray.router.writer import SAMPLES_PER_TYPE, CatalogTracker, RecordWriter
 from fxray.store import EventTypeObservation, NotFound
 

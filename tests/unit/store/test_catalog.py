@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from fxray import catalog
+from fxray.events import catalog
 from fxray.store import EventTypeObservation, NotFound, StateStore
 
 Obs = EventTypeObservation

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from fxray import events as ev
+from fxray.events import cloudevent as ev
 from fxray.store import NotFound, StateStore
 from fxray.store import queries as q
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from fxray.runs import RunResult, RunSpec
+from fxray.runtime.runs import RunResult, RunSpec
 
 log = logging.getLogger("fxray.metrics")
 

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from fxray import events as ev
-from fxray.mappings import (
+from fxray.events import cloudevent as ev
+from fxray.events.mappings import (
     MAPPING_ID,
     FieldMap,
     MappingRule,

@@ -22,8 +22,8 @@ from pathlib import Path
 from types import CodeType
 from typing import Any, Protocol
 
-from fxray.context import EventSender, RunContext, RunInfo, StateView, _activate
-from fxray.runs import LogLine, RunResult, RunSpec, RunStatus, StepResult
+from fxray.runtime.context import EventSender, RunContext, RunInfo, StateView, _activate
+from fxray.runtime.runs import LogLine, RunResult, RunSpec, RunStatus, StepResult
 
 _capture = threading.local()
 _install_lock = threading.Lock()

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from fxray import metrics
 from fxray.api.metrics import PlatformCollector
-from fxray.metrics import RayMetrics, RunMetrics, aggregate_finished, sample
-from fxray.runs import RunResult, RunSpec, RunStatus
+from fxray.ops import metrics
+from fxray.ops.metrics import RayMetrics, RunMetrics, aggregate_finished, sample
+from fxray.runtime.runs import RunResult, RunSpec, RunStatus
 
 
 def spec(service: str = "svc", version: str = "svc@aaa", run_id: str = "r") -> RunSpec:

@@ -10,8 +10,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from fxray import catalog
-from fxray.catalog import describe, diff, event_schema, infer, infer_many, is_date_time, merge
+from fxray.events import catalog
+from fxray.events.catalog import (
+    describe,
+    diff,
+    event_schema,
+    infer,
+    infer_many,
+    is_date_time,
+    merge,
+)
 
 OBJ = "object"
 

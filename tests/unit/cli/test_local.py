@@ -12,7 +12,7 @@ from typer.testing import CliRunner, Result
 
 from fxray.cli import app
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 ORDER_INTAKE = EXAMPLES / "order-intake"
 TOKEN = "sk-live-7f3e9b21"
 
@@ -269,7 +269,7 @@ def test_version() -> None:
 
 def test_json_file_kv_round_trip(tmp_path: Path) -> None:
     from fxray.kv import KVStore
-    from fxray.local import JsonFileKV
+    from fxray.runtime.local import JsonFileKV
 
     path = tmp_path / "state.json"
     kv = JsonFileKV(path)
@@ -287,7 +287,7 @@ def test_json_file_kv_round_trip(tmp_path: Path) -> None:
 
 
 def test_json_file_kv_rejects_a_broken_file(tmp_path: Path) -> None:
-    from fxray.local import JsonFileKV, LocalRunError
+    from fxray.runtime.local import JsonFileKV, LocalRunError
 
     path = tmp_path / "state.json"
     path.write_text("[1, 2]")
@@ -296,8 +296,8 @@ def test_json_file_kv_rejects_a_broken_file(tmp_path: Path) -> None:
 
 
 def test_run_local_function(tmp_path: Path) -> None:
-    from fxray.local import run_local
-    from fxray.runs import RunStatus
+    from fxray.runtime.local import run_local
+    from fxray.runtime.runs import RunStatus
 
     state = tmp_path / "s.json"
     result = run_local(ORDER_INTAKE, ORDER_EVENT, config={"currency": "EUR"}, state_path=state)

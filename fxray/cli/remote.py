@@ -22,13 +22,24 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich import box
 from rich.markup import escape
 from rich.table import Table
+
+from fxray.cli.output import (
+    EXIT_FAILED,
+    LEVEL_STYLES,
+    STATUS_STYLES,
+    UsageProblem,
+    cli_errors,
+    fail,
+    loads_json,
+    out,
+    read_json,
+)
 
 if TYPE_CHECKING:
     from fxray.client import FxrayClient
@@ -51,33 +62,24 @@ Key = Annotated[
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")]
 
 
-def _cli() -> ModuleType:
-    """fxray.cli (its consoles, styles and error handling); imported late because it imports
-    this module to register the commands."""
-    from fxray import cli
-
-    return cli
-
-
 @contextmanager
 def _api(url: str | None, key: str | None) -> Iterator[FxrayClient]:
     """A client; refused requests and unreachable APIs become one line on stderr, exit 1."""
     from fxray.client import ApiError, FxrayClient
 
-    cli = _cli()
     failure: ApiError | None = None
-    with cli._cli_errors():
+    with cli_errors():
         try:
             with FxrayClient(url, key) as client:
                 yield client
         except ApiError as exc:
             failure = exc
-    if failure is not None:  # outside _cli_errors, which does not pass typer.Exit through
-        cli._fail(failure.describe(), cli.EXIT_FAILED)
+    if failure is not None:  # outside cli_errors, which does not pass typer.Exit through
+        fail(failure.describe(), EXIT_FAILED)
 
 
 def _usage(message: str) -> Exception:
-    return _cli().UsageProblem(message)
+    return UsageProblem(message)
 
 
 # -- argument parsing -------------------------------------------------------------------------
@@ -122,11 +124,10 @@ def parse_filters(items: list[str] | None) -> dict[str, str]:
 
 def parse_json(text: str, option: str) -> Any:
     """A JSON value from the command line, or from a file with ``@path`` (``-`` reads stdin)."""
-    cli = _cli()
     if text.startswith("@"):
         path = text[1:]
-        return cli.read_json(None if path == "-" else Path(path), f"{option} file {path}")
-    return cli.loads_json(text, option)
+        return read_json(None if path == "-" else Path(path), f"{option} file {path}")
+    return loads_json(text, option)
 
 
 # -- output -----------------------------------------------------------------------------------
@@ -142,7 +143,7 @@ def _listed(items: list[Any], as_json: bool, what: str) -> bool:
         _print_json(items)
         return False
     if not items:
-        _cli().out.print(f"no {what}")
+        out.print(f"no {what}")
         return False
     return True
 
@@ -180,7 +181,7 @@ def _duration(item: Mapping[str, Any]) -> str:
 
 def _status(status: Any) -> str:
     text = str(status or "-")
-    style = _cli().STATUS_STYLES.get(text, "default")
+    style = STATUS_STYLES.get(text, "default")
     return f"[{style}]{escape(text)}[/]"
 
 
@@ -223,19 +224,17 @@ def log_fields(line: Any) -> tuple[Any, str, str, str]:
 
 
 def _print_log(line: Any, service: str = "") -> None:
-    cli = _cli()
     _, level, step, message = log_fields(line)
-    style = cli.LEVEL_STYLES.get(level, "default")
+    style = LEVEL_STYLES.get(level, "default")
     lines = message.splitlines() or [""]
     prefix = f"[dim]\\[{escape(step or service)}][/] [{style}]{escape(level)}[/]"
-    cli.out.print(f"{prefix} {escape(lines[0])}")
+    out.print(f"{prefix} {escape(lines[0])}")
     for more in lines[1:]:
-        cli.out.print(f"    {escape(more)}")
+        out.print(f"    {escape(more)}")
 
 
 def _rows(rows: list[tuple[str, str]]) -> None:
     """Aligned ``key  value`` lines (values already rich markup)."""
-    out = _cli().out
     width = max((len(k) for k, _ in rows), default=0)
     for name, value in rows:
         out.print(f"  {name:<{width}}  {value}")
@@ -265,7 +264,6 @@ def service_push(
         if as_json:
             _print_json(answer)
             return
-        out = _cli().out
         service = answer.get("service") or {}
         version = answer.get("version") or {}
         name = escape(str(service.get("name", "?")))
@@ -298,7 +296,6 @@ def service_list(
         services = api.list_services(project, limit=limit)
         if not _listed(services, as_json, "services"):
             return
-        out = _cli().out
         table = _table("SERVICE", "PROJECT", "STATE", "LATEST", "DESCRIPTION")
         for svc in services:
             latest = _short_version(svc.get("latest_version"))
@@ -360,7 +357,7 @@ def trigger_add(
         if as_json:
             _print_json(trigger)
             return
-        _cli().out.print(
+        out.print(
             f"[green]linked[/] {escape(trigger.get('pattern', pattern))} -> "
             f"[bold]{escape(trigger.get('service', service))}[/] "
             f"(trigger {escape(str(trigger.get('id')))})"
@@ -380,7 +377,6 @@ def trigger_list(
         triggers = api.list_triggers(service, limit=limit)
         if not _listed(triggers, as_json, "triggers"):
             return
-        out = _cli().out
         table = _table("ID", "PATTERN", "SERVICE", "FILTERS", "WEIGHTS", "SHADOW", "ORDERED")
         for t in triggers:
             weights = {_short_version(k): v for k, v in (t.get("weights") or {}).items()}
@@ -406,7 +402,7 @@ def trigger_remove(
     """Delete a trigger (events of its pattern stop reaching the service at once)."""
     with _api(url, key) as api:
         api.remove_trigger(trigger_id)
-        _cli().out.print(f"removed trigger {escape(trigger_id)}")
+        out.print(f"removed trigger {escape(trigger_id)}")
 
 
 # -- events -----------------------------------------------------------------------------------
@@ -431,7 +427,7 @@ def event_send(
         value = None if data is None else parse_json(data, "--data")
         attributes = {"subject": subject} if subject else {}
         event_id = api.send_event(type, value, source=source, **attributes)
-        _cli().out.print(f"sent {escape(type)} event {escape(event_id)}")
+        out.print(f"sent {escape(type)} event {escape(event_id)}")
 
 
 # -- runs -------------------------------------------------------------------------------------
@@ -458,7 +454,6 @@ def runs(
         found = api.runs(service, status, correlation_id, limit=limit)
         if not _listed(found, as_json, "runs"):
             return
-        out = _cli().out
         table = _table("RUN", "SERVICE", "VERSION", "STATUS", "EVENT", "CREATED", "DURATION")
         for run in found:
             shadow = " [dim](shadow)[/]" if run.get("shadow") else ""
@@ -491,7 +486,6 @@ def run_show(
 
 
 def _print_run_detail(run: Mapping[str, Any]) -> None:
-    out = _cli().out
     service = str(run.get("service", ""))
     out.print(f"run [bold]{escape(str(run.get('id')))}[/] of [bold]{escape(service)}[/]")
     event = run.get("trigger_event")
@@ -557,7 +551,7 @@ def run_start(
         if not isinstance(values, dict):
             raise _usage("--params must be a JSON object")
         answer = api.run(service, values, version=version, priority=priority)
-        _cli().out.print(
+        out.print(
             f"started run {escape(str(answer.get('run_id')))} of [bold]{escape(service)}[/] "
             f"(event {escape(str(answer.get('event_id')))})"
         )
@@ -573,7 +567,7 @@ def run_cancel(
     with _api(url, key) as api:
         answer = api.cancel(run_id) or {}
         outcome = answer.get("outcome") or answer.get("status") or "cancel requested"
-        _cli().out.print(f"run {escape(run_id)}: {escape(str(outcome))}")
+        out.print(f"run {escape(run_id)}: {escape(str(outcome))}")
 
 
 def logs(
@@ -602,7 +596,7 @@ def logs(
             text += f" in {took}" if took != "-" else ""
             if run.get("error"):
                 text += f": {escape(str(run['error']))}"
-            _cli().out.print(text)
+            out.print(text)
 
 
 def replay(
@@ -618,7 +612,7 @@ def replay(
     with _api(url, key) as api:
         answer = api.replay(run_id, version)
         on = f" on version {escape(version)}" if version else ""
-        _cli().out.print(
+        out.print(
             f"replaying run {escape(run_id)}{on} as run {escape(str(answer.get('run_id')))} "
             f"(event {escape(str(answer.get('event_id')))})"
         )

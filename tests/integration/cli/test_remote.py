@@ -21,9 +21,9 @@ import pytest
 import uvicorn
 from typer.testing import CliRunner, Result
 
-from fxray import cli
 from fxray.api import create_app
 from fxray.cli import app
+from fxray.cli.output import out
 from tests.integration.api.conftest import ApiHarness, database_url, start_api
 from tests.integration.conftest import write_service
 
@@ -97,7 +97,7 @@ def remote(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Itera
     project = harness.project("cli")
     token = project.developer["Authorization"].removeprefix("Bearer ")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(cli.out, "_width", 200)  # table rows on one line
+        patch.setattr(out, "_width", 200)  # table rows on one line
         patch.delenv("FXRAY_DEBUG", raising=False)
         yield Remote(f"http://127.0.0.1:{port}", token, harness, folder)
     server.should_exit = True
@@ -260,7 +260,7 @@ def test_logs_of_a_finished_run_and_unreachable_api(remote: Remote, tmp_path: Pa
 
 def test_client_and_run_commands_over_http(remote: Remote, tmp_path: Path) -> None:
     from fxray.client import ApiError, FxrayClient
-    from fxray.events import new_event
+    from fxray.events.cloudevent import new_event
 
     folder = write_service(tmp_path, "echo", {"main.py": ECHO})
     with FxrayClient(remote.url, remote.key) as api:

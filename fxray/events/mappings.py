@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from fxray import events as ev
+from fxray.events import cloudevent as ev
 
 MAPPING_ID = "fxmappingid"
 """Extension attribute naming the rule that produced a mapped event."""

@@ -21,7 +21,7 @@ from typing import Any
 
 from croniter import croniter
 
-from fxray import events as ev
+from fxray.events import cloudevent as ev
 
 MAX_TICKS_PER_CHECK = 100
 MAX_CRON_LENGTH = 128

@@ -27,11 +27,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from fxray import events as ev
-from fxray import runner
+from fxray.events import cloudevent as ev
 from fxray.kv import ServiceState
 from fxray.kv.local import InMemoryKV
-from fxray.runs import RunResult, RunSpec, RunStatus
+from fxray.runtime import runner
+from fxray.runtime.runs import RunResult, RunSpec, RunStatus
 from fxray.services import ServicePackage, load_package, validate_params
 
 DEFAULT_STATE_FILE = ".fxray-local-state.json"

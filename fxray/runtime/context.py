@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fxray import events as ev
+from fxray.events import cloudevent as ev
 
 
 class ContextError(RuntimeError):

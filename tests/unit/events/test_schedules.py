@@ -8,9 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fxray import events as ev
-from fxray.context import RunContext, RunInfo
-from fxray.scheduler import (
+from fxray.events import cloudevent as ev
+from fxray.events.schedules import (
     MAX_TICKS_PER_CHECK,
     fire_times,
     iso_utc,
@@ -19,6 +18,7 @@ from fxray.scheduler import (
     tick_id,
     validate_cron,
 )
+from fxray.runtime.context import RunContext, RunInfo
 
 # a whole minute (and a whole hour): 2023-11-14T22:00:00Z
 BASE = 1_700_000_000 - 1_700_000_000 % 3600

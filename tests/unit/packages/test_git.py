@@ -1,4 +1,4 @@
-"""Tests for fxray.gitsync: URL/ref checks, checking out a local repository, deploying folders."""
+"""fxray.packages.git: URL and ref checks, checking out a local repository, deploying folders."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from fxray import gitsync
-from fxray.gitsync import Deployed, GitError
+from fxray.packages import git as gitsync
+from fxray.packages.git import Deployed, GitError
 from fxray.services import load_package
 from fxray.services.package import PackageError
 from tests.git_repo import git

@@ -17,8 +17,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from fxray import events as ev
 from fxray.bus import EventBus, OutgoingRecord
+from fxray.events import cloudevent as ev
 
 DLQ_PREFIX = "fxray_dlq_"
 REPLAY_OF = "fxreplayof"

@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 
-from fxray import runner
-from fxray.context import ContextError, context
-from fxray.events import CORRELATION_ID, PARENT_ID, RUN_ID, SHADOW, new_event
+from fxray.events.cloudevent import CORRELATION_ID, PARENT_ID, RUN_ID, SHADOW, new_event
 from fxray.kv import ServiceState
 from fxray.kv.local import InMemoryKV
-from fxray.runs import RunResult, RunSpec, RunStatus
+from fxray.runtime import runner
+from fxray.runtime.context import ContextError, context
+from fxray.runtime.runs import RunResult, RunSpec, RunStatus
 
 SERVICE = "svc"
 

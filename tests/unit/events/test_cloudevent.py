@@ -13,8 +13,8 @@ from cloudevents.core.bindings.kafka import KafkaMessage, to_binary, to_structur
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 
-from fxray import events as ev
-from fxray.events import InvalidEvent
+from fxray.events import cloudevent as ev
+from fxray.events.cloudevent import InvalidEvent
 
 Headers = list[tuple[str, bytes]]
 

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from fxray import Platform
 from fxray.bus import OutgoingRecord
-from fxray.metrics import ray_export_urls
+from fxray.ops.metrics import ray_export_urls
 
 SCRIPT = """\
 from fxray import context

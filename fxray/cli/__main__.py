@@ -1,0 +1,5 @@
+"""``python -m fxray.cli``."""
+
+from fxray.cli import app
+
+app()
