@@ -13,7 +13,19 @@ from fxray._version import __version__
 from fxray.api.auth import Caller
 from fxray.api.errors import error_response, install_error_handlers
 from fxray.api.metrics import install_metrics
-from fxray.api.routes import assets, catalog, events, projects, runs, schedules, services, triggers
+from fxray.api.routes import (
+    assets,
+    catalog,
+    events,
+    logs,
+    projects,
+    reports,
+    runs,
+    schedules,
+    services,
+    traces,
+    triggers,
+)
 
 if TYPE_CHECKING:
     from fxray.platform import Platform
@@ -68,7 +80,20 @@ def create_app(platform: Platform) -> FastAPI:
             "caller": {"key_id": caller.key_id, "project": caller.project, "role": caller.role},
         }
 
-    for module in (projects, services, triggers, events, runs, schedules, catalog, assets):
+    # in this order: it is the order of the OpenAPI document (and of route matching)
+    for module in (
+        projects,
+        services,
+        triggers,
+        events,
+        runs,
+        logs,
+        traces,
+        reports,
+        schedules,
+        catalog,
+        assets,
+    ):
         app.include_router(module.router, prefix=API_PREFIX)
     return app
 

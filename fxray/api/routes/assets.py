@@ -17,14 +17,14 @@ from fastapi import APIRouter, File, Form, Query, UploadFile, status
 from fastapi import Path as PathParam
 from fastapi.responses import StreamingResponse
 from minio.error import S3Error
-from pydantic import BaseModel, Field
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from fxray.api.auth import Caller, Principal, Role, require_project
 from fxray.api.deps import PlatformDep, StoreDep
 from fxray.api.errors import ApiError, invalid, not_found
 from fxray.api.pagination import Page, Paging
-from fxray.api.routes.projects import NAME_PATTERN
+from fxray.api.schemas.assets import AssetOut, UploadOut
+from fxray.api.schemas.common import NAME_PATTERN
 from fxray.api.uploads import limited_body, too_large
 from fxray.packages.assets import (
     MAX_PATH_LENGTH,
@@ -45,21 +45,6 @@ _CONTENT_TYPE_RE = re.compile(CONTENT_TYPE_PATTERN)
 
 ProjectName = Annotated[str, PathParam(pattern=NAME_PATTERN, description="Project name")]
 AssetPath = Annotated[str, PathParam(description="The asset's path, e.g. in/orders.csv")]
-
-
-class AssetOut(BaseModel):
-    project: str
-    path: str
-    size: int = Field(description="Bytes")
-    sha256: str = Field(description="sha256 of the content (hex)")
-    content_type: str
-    etag: str | None = Field(description="The store's entity tag")
-    uploaded_at: float
-    url: str = Field(description="API path that downloads it")
-
-
-class UploadOut(AssetOut):
-    event_id: str = Field(description="Id of the fxray.asset.uploaded event it published")
 
 
 def _asset_out(info: AssetInfo) -> AssetOut:

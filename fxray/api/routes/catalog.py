@@ -14,15 +14,15 @@ from __future__ import annotations
 import fnmatch
 import re
 from functools import lru_cache
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
-from pydantic import BaseModel, ConfigDict, Field
 
 from fxray.api.auth import Caller, Principal
 from fxray.api.deps import StoreDep
 from fxray.api.errors import not_found
 from fxray.api.pagination import Page, Paging
+from fxray.api.schemas.catalog import EventTypeDetailOut, EventTypeOut, SchemaChangeOut
 from fxray.router.triggers import is_glob
 from fxray.store import EventTypeRecord, NotFound, StateStore, TriggerRecord
 
@@ -32,37 +32,6 @@ TYPE_PATTERN = r"^[^\x00-\x1f\x7f]{1,255}$"  # no control characters (PostgreSQL
 EventType = Annotated[
     str, Path(pattern=TYPE_PATTERN, description="An event type, e.g. `order.created`")
 ]
-
-
-class EventTypeOut(BaseModel):
-    type: str
-    count: int = Field(description="Events of this type seen")
-    first_seen: float = Field(description="Unix time of the earliest event (its `time`)")
-    last_seen: float = Field(description="Unix time of the latest event (its `time`)")
-    emitters: list[str] = Field(description="Services whose runs emitted events of this type")
-    linked_services: list[str] = Field(
-        description="Services with an active trigger whose pattern matches this type"
-    )
-    schema_version: int = Field(description="The schema's version (0: no schema yet)")
-
-
-class EventTypeDetailOut(EventTypeOut):
-    model_config = ConfigDict(populate_by_name=True)
-
-    json_schema: dict[str, Any] | None = Field(
-        default=None,
-        alias="schema",
-        description="JSON Schema (draft 2020-12 subset) of the events' `data`",
-    )
-
-
-class SchemaChangeOut(BaseModel):
-    model_config = ConfigDict(populate_by_name=True)
-
-    version: int
-    at: float = Field(description="Unix time the schema changed")
-    changes: list[str] = Field(description="What changed from the previous version, in words")
-    json_schema: dict[str, Any] = Field(alias="schema", description="The schema from then on")
 
 
 @lru_cache(maxsize=4096)

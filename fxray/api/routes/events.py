@@ -28,13 +28,20 @@ from cloudevents.core.exceptions import BaseCloudEventException
 from cloudevents.core.v1.event import CloudEvent
 from dateutil.parser import isoparse
 from fastapi import APIRouter, Path, Request, status
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from fxray.api.auth import Caller, require_platform_admin, require_project
 from fxray.api.deps import PlatformDep, StoreDep
 from fxray.api.errors import ApiError, invalid, not_found
 from fxray.api.pagination import Page, Paging
+from fxray.api.schemas.events import (
+    EventId,
+    EventIds,
+    NewWebhookOut,
+    WebhookIn,
+    WebhookOut,
+    WebhookPatch,
+)
 from fxray.events import cloudevent as ev
 from fxray.events.mappings import MAPPING_ID
 from fxray.store import NotFound
@@ -97,14 +104,6 @@ _BINARY_HEADERS = [
     }
     for name in ("specversion", "id", "source", "type", "subject", "time")
 ]
-
-
-class EventIds(BaseModel):
-    ids: list[str] = Field(description="The ids of the accepted events, in order")
-
-
-class EventId(BaseModel):
-    id: str = Field(description="The id of the event the webhook call became")
 
 
 # -- events in --------------------------------------------------------------------------------
@@ -332,48 +331,6 @@ async def send_events(request: Request, caller: Caller, platform: PlatformDep) -
 
 
 # -- webhooks ---------------------------------------------------------------------------------
-
-
-class WebhookIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(min_length=1, max_length=128, description="What calls it")
-    event_type: str = Field(
-        min_length=1, max_length=255, description="The type of the events it makes"
-    )
-    source: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=255,
-        description="The events' source (default: fxray/webhooks/<id>)",
-    )
-
-
-class WebhookPatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    active: bool = Field(
-        strict=True, description="false: its posts answer 404 until it is turned on again"
-    )
-
-
-class WebhookOut(BaseModel):
-    id: str
-    project: str
-    name: str
-    event_type: str
-    source: str
-    active: bool
-    created_at: float
-    url: str = Field(description="Where the outside system posts (no API key; signed body)")
-
-
-class NewWebhookOut(BaseModel):
-    webhook: WebhookOut
-    secret: str = Field(
-        description="The HMAC-SHA256 signing secret; shown only in this answer. Sign the raw "
-        "body and send X-Hub-Signature-256: sha256=<hex digest>"
-    )
 
 
 def _webhook(record: Any) -> WebhookOut:

@@ -5,47 +5,14 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, status
-from pydantic import BaseModel, Field
 
-from fxray.api.auth import Caller, Role, require_platform_admin, require_project
+from fxray.api.auth import Caller, require_platform_admin, require_project
 from fxray.api.deps import StoreDep
 from fxray.api.errors import ApiError, not_found
 from fxray.api.pagination import Page, Paging
+from fxray.api.schemas.projects import KeyIn, KeyOut, NewKeyOut, ProjectIn, ProjectOut
 
 router = APIRouter(tags=["projects"])
-
-NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
-
-
-class ProjectIn(BaseModel):
-    name: str = Field(pattern=NAME_PATTERN, description="Lower-case letters, digits, . _ -")
-    description: str = Field(default="", max_length=2000)
-
-
-class ProjectOut(BaseModel):
-    name: str
-    description: str
-    created_at: float
-
-
-class KeyIn(BaseModel):
-    name: str = Field(min_length=1, max_length=128, description="What the key is for")
-    role: Role = "viewer"
-
-
-class KeyOut(BaseModel):
-    id: str
-    name: str
-    project: str | None
-    role: Role
-    created_at: float
-    last_used_at: float | None
-    revoked: bool
-
-
-class NewKeyOut(BaseModel):
-    key: KeyOut
-    token: str = Field(description="The secret key; shown only in this answer")
 
 
 def _project(record: Any) -> ProjectOut:

@@ -16,13 +16,24 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
 from fastapi import Path as PathParam
-from pydantic import BaseModel, ConfigDict, Field
 
 from fxray.api.auth import Caller, Principal, Role, require_project, visible_service
 from fxray.api.deps import PlatformDep, StoreDep
 from fxray.api.errors import ApiError, invalid, not_found
 from fxray.api.pagination import Page, Paging
-from fxray.api.routes.projects import NAME_PATTERN
+from fxray.api.schemas.common import NAME_PATTERN
+from fxray.api.schemas.services import (
+    DeployOut,
+    DocsOut,
+    FolderOut,
+    LinkedTrigger,
+    RepositoryIn,
+    RepositoryOut,
+    ServiceOut,
+    ServicePatch,
+    SyncOut,
+    VersionOut,
+)
 from fxray.api.uploads import limited_body, too_large
 from fxray.packages import git as gitsync
 from fxray.services.package import MAX_FILES, MAX_TOTAL_BYTES, load_package_bytes
@@ -50,116 +61,6 @@ VersionRef = Annotated[
     str, PathParam(pattern=VERSION_PATTERN, description="Version id, label or hash prefix")
 ]
 RepositoryId = Annotated[str, PathParam(pattern=REPOSITORY_ID_PATTERN)]
-
-
-# -- models -----------------------------------------------------------------------------------
-
-
-class ServiceOut(BaseModel):
-    name: str
-    project: str
-    description: str
-    tags: list[str]
-    active: bool
-    allow_manual_triggering: bool
-    priority: int
-    schedule: str | None
-    max_concurrency: int | None
-    latest_version: str | None = Field(description="Id of the newest version")
-    version_count: int
-    created_at: float
-    updated_at: float
-
-
-class VersionOut(BaseModel):
-    id: str
-    service: str
-    label: str | None
-    content_hash: str
-    requirements: list[str]
-    requirements_hash: str
-    deployed_by: str | None = Field(description="Id of the API key that deployed it")
-    created_at: float
-    steps: list[str]
-    manifest: dict[str, Any]
-
-
-class LinkedTrigger(BaseModel):
-    """A trigger a first deploy made from the manifest's ``trigger_events``."""
-
-    id: str
-    pattern: str
-    service: str
-    active: bool
-
-
-class DeployOut(BaseModel):
-    service: ServiceOut
-    version: VersionOut
-    created: bool = Field(description="False when the same content was deployed before")
-    triggers: list[LinkedTrigger]
-
-
-class ServicePatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    active: bool | None = Field(default=None, description="Switch the service on or off")
-
-
-class DocsOut(BaseModel):
-    service: str
-    version: str
-    readme: str | None = Field(description="The package's README.md (markdown)")
-    parameters: list[Any] | None = Field(description="The package's parameters.json")
-
-
-class RepositoryIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    url: str = Field(
-        min_length=1,
-        max_length=gitsync.MAX_URL_LENGTH,
-        description="https://..., ssh://... or git@host:path (file:// and local paths only "
-        "where the server allows them)",
-    )
-    ref: str = Field(
-        default="main",
-        min_length=1,
-        max_length=gitsync.MAX_REF_LENGTH,
-        description="Branch, tag, or full commit id",
-    )
-    project: str | None = Field(
-        default=None,
-        pattern=NAME_PATTERN,
-        description="Project of its services; default the key's own (required for a "
-        "platform-wide key)",
-    )
-
-
-class RepositoryOut(BaseModel):
-    id: str
-    project: str
-    url: str = Field(description="The URL, with any password replaced by ***")
-    ref: str
-    last_commit: str | None
-    last_synced_at: float | None
-    created_at: float
-
-
-class FolderOut(BaseModel):
-    """One top-level folder of a sync: deployed, or the problems that stopped it."""
-
-    folder: str
-    service: str | None = None
-    version: str | None = None
-    created: bool = False
-    problems: list[str] = Field(default_factory=list)
-
-
-class SyncOut(BaseModel):
-    repository: RepositoryOut
-    commit: str
-    results: list[FolderOut]
 
 
 def _service_out(store: StateStore, record: ServiceRecord) -> ServiceOut:
