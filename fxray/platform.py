@@ -26,13 +26,13 @@ from typing import TYPE_CHECKING, Any
 
 import ray
 
-from fxray.bus import EventBus, OutgoingRecord
+from fxray.bus import EventBus
 from fxray.events import cloudevent as ev
 from fxray.events import deadletters
 from fxray.events.deadletters import DeadLetter
 from fxray.kv import KVStore, config_key, put_json, secrets_key
 from fxray.packages import PackageStore
-from fxray.router.router import Router
+from fxray.router.actor import Router
 from fxray.router.triggers import validate_pattern, validate_weights
 from fxray.services import (
     PackageError,
@@ -400,11 +400,7 @@ class Platform:
     def publish(self, events: list[dict[str, Any]]) -> None:
         bus = self._bus()
         mode = self.settings.event_output_mode
-        records = []
-        for event in events:
-            value, headers = ev.to_record(event, mode)
-            records.append(OutgoingRecord(value, key=_partition_key(event), headers=headers))
-        bus.produce(self.settings.events_topic, records)
+        bus.produce(self.settings.events_topic, [ev.to_outgoing(event, mode) for event in events])
 
     def run(
         self,
@@ -605,11 +601,6 @@ def _trace_order(item: dict[str, Any]) -> tuple[float, int]:
     stamp = item["time"]
     when = datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() if stamp else 0.0
     return (when, 0)
-
-
-def _partition_key(event: Mapping[str, Any]) -> bytes | None:
-    key = event.get("partitionkey")
-    return str(key).encode() if key else None
 
 
 def _make_kv(settings: Settings) -> KVStore:

@@ -41,6 +41,8 @@ from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 from dateutil.parser import isoparse
 
+from fxray.bus import OutgoingRecord
+
 PARENT_ID = "fxparentid"
 RUN_ID = "fxrunid"
 CORRELATION_ID = "fxcorrelationid"
@@ -138,6 +140,18 @@ def to_record(event: EventDict, mode: str = "structured") -> tuple[bytes, list[t
         data = base64.b64decode(event["data_base64"])
     message = kafka_binding.to_binary(CloudEvent(attributes, data), _FORMAT)
     return message.value or b"", [(k, bytes(v)) for k, v in message.headers.items()]
+
+
+def partition_key(event: EventDict) -> bytes | None:
+    """The record key of an event: its ``partitionkey`` extension, if any."""
+    key = event.get("partitionkey")
+    return str(key).encode() if key else None
+
+
+def to_outgoing(event: EventDict, mode: str = "structured") -> OutgoingRecord:
+    """An event as a record to produce, keyed by its partition key."""
+    value, headers = to_record(event, mode)
+    return OutgoingRecord(value, key=partition_key(event), headers=headers)
 
 
 def from_json(raw: bytes | str, max_bytes: int = MAX_EVENT_BYTES) -> EventDict:

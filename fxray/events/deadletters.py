@@ -1,4 +1,4 @@
-"""Reading and re-publishing dead letters.
+"""Dead letters: writing them, reading them, and re-publishing them.
 
 Two kinds of record land on the dead-letter topic, both with ``fxray_dlq_*`` headers saying why
 and where from: records that are not valid CloudEvents (original bytes and headers kept), and the
@@ -13,15 +13,55 @@ go back byte for byte, for when the producer's mistake was fixed on the way.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from fxray.bus import EventBus, OutgoingRecord
+from fxray.bus import EventBus, OutgoingRecord, Record, TopicPartition
 from fxray.events import cloudevent as ev
+from fxray.runtime.runs import RunResult, RunSpec
 
 DLQ_PREFIX = "fxray_dlq_"
 REPLAY_OF = "fxreplayof"
+
+
+def bad_record_letter(record: Record, reason: str) -> OutgoingRecord:
+    """A record that is not a valid event, byte for byte, with why and where from."""
+    headers = [
+        *record.headers,
+        ("fxray_dlq_reason", reason.encode()),
+        *_source_headers((record.topic, record.partition), record.offset),
+        ("fxray_dlq_time", str(time.time()).encode()),
+    ]
+    return OutgoingRecord(record.value, key=record.key, headers=headers)
+
+
+def failed_run_letter(
+    spec: RunSpec, result: RunResult, source: TopicPartition | None, offset: int
+) -> OutgoingRecord:
+    """The triggering event of a run that failed for good, with why and which run."""
+    headers = [
+        ("content-type", ev.STRUCTURED_CONTENT_TYPE.encode()),
+        ("fxray_dlq_reason", f"run {result.status.value}: {result.error}".encode()),
+        ("fxray_dlq_run_id", spec.run_id.encode()),
+        ("fxray_dlq_service", spec.service.encode()),
+        ("fxray_dlq_version", spec.version_id.encode()),
+        ("fxray_dlq_attempts", str(spec.attempt).encode()),
+        ("fxray_dlq_time", str(time.time()).encode()),
+    ]
+    if source is not None:
+        headers += _source_headers(source, offset)
+    return OutgoingRecord(ev.to_json(spec.event), key=ev.partition_key(spec.event), headers=headers)
+
+
+def _source_headers(source: TopicPartition, offset: int) -> list[tuple[str, bytes]]:
+    topic, partition = source
+    return [
+        ("fxray_dlq_topic", topic.encode()),
+        ("fxray_dlq_partition", str(partition).encode()),
+        ("fxray_dlq_offset", str(offset).encode()),
+    ]
 
 
 @dataclass(frozen=True, slots=True)

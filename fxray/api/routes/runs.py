@@ -41,7 +41,7 @@ from fxray.api.schemas.runs import (
     StepOut,
 )
 from fxray.events import cloudevent as ev
-from fxray.router.router import MANUAL_TRIGGER, run_id_for
+from fxray.router.routing import MANUAL_TRIGGER, run_id_for
 from fxray.runtime.runs import RunStatus
 from fxray.services import ParameterError
 from fxray.store import NotFound

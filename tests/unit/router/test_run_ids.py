@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import uuid
 
-from fxray.router.router import RUN_NAMESPACE, run_id_for
+from fxray.router.routing import RUN_NAMESPACE, run_id_for
 
 
 def test_run_ids_are_uuid5_of_event_and_trigger() -> None:
