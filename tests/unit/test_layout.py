@@ -135,3 +135,28 @@ def test_imports_are_read_as_the_graph_needs(source: str, expected: set[str]) ->
 def test_the_top_level_holds_only_the_entry_points() -> None:
     loose = {p.name for p in PACKAGE.glob("*.py")}
     assert loose == TOP_LEVEL
+
+
+def _layout_block(path: Path, heading: str) -> set[str]:
+    """The names of fxray's direct children in the first code block after ``heading``."""
+    text = path.read_text(encoding="utf-8")
+    block = text[text.index(heading) :]
+    block = block[block.index("```") + 3 :]
+    block = block[: block.index("```")]
+    names = set()
+    for line in block.splitlines():
+        if line.startswith("  ") and not line.startswith("   "):
+            names.add(line.split()[0])
+    return names
+
+
+@pytest.mark.parametrize(
+    ("document", "heading"),
+    [("README.md", "## Layout"), ("docs/architecture.md", "## The packages")],
+)
+def test_the_documented_layout_is_the_package(document: str, heading: str) -> None:
+    documented = _layout_block(PACKAGE.parent / document, heading)
+    packages = {f"{p.parent.name}/" for p in PACKAGE.glob("*/__init__.py")}
+    modules = {p.name for p in PACKAGE.glob("*.py") if not p.name.startswith("_")}
+    assert {n for n in documented if n.endswith("/")} == packages
+    assert modules <= documented <= packages | modules | {"__init__.py"}
