@@ -398,6 +398,14 @@ class Platform:
         return event
 
     def publish(self, events: list[dict[str, Any]]) -> None:
+        """Put events on the events topic; :class:`PlatformError` (and none published) if one
+        breaks the event limits (``max_event_bytes``, ``max_event_depth``)."""
+        limits = ev.EventLimits.from_settings(self.settings)
+        for event in events:
+            try:
+                ev.checked_json(event, limits)
+            except ev.InvalidEvent as exc:
+                raise PlatformError(f"event {str(event.get('id'))[:64]!r}: {exc}") from None
         bus = self._bus()
         mode = self.settings.event_output_mode
         bus.produce(self.settings.events_topic, [ev.to_outgoing(event, mode) for event in events])

@@ -78,6 +78,9 @@ class Settings(BaseSettings):
 
     events_topic: str = "fxray.events"
     max_event_bytes: int = Field(default=1_000_000, ge=1024, description="Larger: dead letter.")
+    max_event_depth: int = Field(
+        default=64, ge=4, le=500, description="JSON nesting deeper than this: dead letter."
+    )
     ops_runs_topic: str = "fxray.ops.runs"
     ops_logs_topic: str = "fxray.ops.logs"
     ops_sink: Literal["none", "elasticsearch"] = Field(

@@ -25,6 +25,7 @@ from typing import Any
 
 import ray
 
+from fxray.events import cloudevent as ev
 from fxray.kv import KVStore, ServiceState, config_key, get_json, secrets_key
 from fxray.kv.watch import watch_overrides
 from fxray.ops import OpsConfig
@@ -74,8 +75,10 @@ class ExecutorActor:
         kv: KVStore,
         cache_dir: str,
         ops: OpsConfig | None = None,
+        event_limits: ev.EventLimits = ev.DEFAULT_LIMITS,
     ) -> None:
         self.service = service
+        self.event_limits = event_limits
         self.version_id = version_id
         self.package_dir = materialize(package_store, package_hash, Path(cache_dir))
         self._package_config = _read_json_file(self.package_dir / "config.json")
@@ -212,6 +215,7 @@ class ExecutorActor:
             state=self.state,
             code_cache=self.codes,
             hooks=hooks,
+            limits=self.event_limits,
         )
         with self._lock:
             self._current = None

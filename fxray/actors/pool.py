@@ -20,6 +20,7 @@ from ray.exceptions import RayActorError
 
 from fxray.actors.envs import EnvBuildError, ensure_env, runtime_env_for
 from fxray.actors.executor import BatchOutcome, RemoteExecutor
+from fxray.events.cloudevent import DEFAULT_LIMITS, EventLimits
 from fxray.kv import KVStore
 from fxray.ops import OpsConfig
 from fxray.packages import PackageStore
@@ -186,6 +187,7 @@ class VersionPool:
                 self.pools.kv,
                 str(self.pools.cache_dir),
                 **({"ops": self.pools.ops} if self.pools.ops is not None else {}),
+                event_limits=self.pools.event_limits,
             )
             await handle.ping.remote()
         finally:
@@ -277,8 +279,10 @@ class ExecutorPools:
         env_backend: str = "fxray",
         pip_index_url: str | None = None,
         ops: OpsConfig | None = None,
+        event_limits: EventLimits = DEFAULT_LIMITS,
     ) -> None:
         self.package_store = package_store
+        self.event_limits = event_limits  # what runs may emit and keep as their result
         self.ops = ops  # where executors publish ops records (None: the ops sink is off)
         self.kv = kv
         self.cache_dir = cache_dir

@@ -96,6 +96,8 @@ def loads_json(text: str, label: str) -> Any:
     """The JSON value of ``text``; :class:`UsageProblem` naming ``label`` if it is not JSON."""
     try:
         return json.loads(text)
+    except RecursionError:
+        raise UsageProblem(f"{label} is nested too deeply to read") from None
     except json.JSONDecodeError as exc:
         raise UsageProblem(
             f"{label} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"

@@ -32,6 +32,7 @@ import base64
 import json
 import re
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -60,6 +61,10 @@ PLATFORM_TYPES = frozenset({MANUAL_RUN, SCHEDULE_TICK})
 
 DEFAULT_SOURCE = "fxray"
 MAX_EVENT_BYTES = 1_000_000
+MAX_EVENT_DEPTH = 64
+"""How deep an event's JSON may nest (the event object is level 1). Far below what Python's
+parser, pickler and the catalog's schema inference handle (~1,000 levels), and far above
+what real events need."""
 
 _FORMAT = JSONFormat()
 
@@ -68,6 +73,80 @@ EventDict = dict[str, Any]
 
 class InvalidEvent(ValueError):
     """A record that is not a valid CloudEvents 1.0 JSON event; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class EventLimits:
+    """The size and nesting limits of an event, the same at every entry to the platform."""
+
+    max_bytes: int = MAX_EVENT_BYTES
+    max_depth: int = MAX_EVENT_DEPTH
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> EventLimits:
+        return cls(settings.max_event_bytes, settings.max_event_depth)
+
+
+DEFAULT_LIMITS = EventLimits()
+
+
+def json_depth(value: Any, limit: int | None = None) -> int:
+    """How deep ``value`` nests (a scalar is 0, ``[]`` is 1); without recursion, so any depth
+    is measured safely. Stops early once past ``limit``."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > deepest:
+            deepest = depth
+            if limit is not None and deepest > limit:
+                return deepest
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return deepest
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)  # strict: no NaN or Infinity
+
+
+def loads(raw: bytes | str, max_depth: int = MAX_EVENT_DEPTH, what: str = "event") -> Any:
+    """``json.loads`` that refuses JSON nested deeper than ``max_depth`` with
+    :class:`InvalidEvent`, however deep (never a ``RecursionError``)."""
+    try:
+        value = _DECODER.decode(raw.decode() if isinstance(raw, bytes | bytearray) else raw)
+    except RecursionError:
+        raise InvalidEvent(f"{what} nests deeper than the limit of {max_depth} levels") from None
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        raise InvalidEvent(f"{what} is not JSON: {exc}") from exc
+    # JSON cannot nest deeper than it has brackets: most events are checked by this count
+    brackets = raw.count(b"[" if isinstance(raw, bytes) else "[")
+    brackets += raw.count(b"{" if isinstance(raw, bytes) else "{")
+    if brackets > max_depth and json_depth(value, max_depth) > max_depth:
+        raise InvalidEvent(f"{what} nests deeper than the limit of {max_depth} levels")
+    return value
+
+
+def checked_json(event: EventDict, limits: EventLimits = DEFAULT_LIMITS) -> bytes:
+    """The event's JSON bytes if it is within ``limits``; :class:`InvalidEvent` if not, or if
+    it cannot be written as JSON. For events built in memory (scripts, mappings, the API)."""
+    if json_depth(event, limits.max_depth) > limits.max_depth:
+        raise InvalidEvent(f"event nests deeper than the limit of {limits.max_depth} levels")
+    try:
+        raw = to_json(event)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidEvent(f"event cannot be written as JSON: {exc}") from exc
+    if len(raw) > limits.max_bytes:
+        raise InvalidEvent(f"event is {len(raw)} bytes, over the {limits.max_bytes} limit")
+    return raw
 
 
 def new_event(
@@ -115,7 +194,7 @@ def correlation_id(event: EventDict) -> str:
 
 def to_json(event: EventDict) -> bytes:
     """Serialise a structured event dict as CloudEvents JSON bytes."""
-    return json.dumps(event, separators=(",", ":"), default=_json_default).encode()
+    return json.dumps(event, separators=(",", ":"), default=_json_default, allow_nan=False).encode()
 
 
 STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
@@ -154,15 +233,13 @@ def to_outgoing(event: EventDict, mode: str = "structured") -> OutgoingRecord:
     return OutgoingRecord(value, key=partition_key(event), headers=headers)
 
 
-def from_json(raw: bytes | str, max_bytes: int = MAX_EVENT_BYTES) -> EventDict:
+def from_json(
+    raw: bytes | str, max_bytes: int = MAX_EVENT_BYTES, max_depth: int = MAX_EVENT_DEPTH
+) -> EventDict:
     """Parse and validate CloudEvents JSON; raises :class:`InvalidEvent` saying why."""
     if len(raw) > max_bytes:
         raise InvalidEvent(f"event is {len(raw)} bytes, over the {max_bytes} limit")
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidEvent(f"not JSON: {exc}") from exc
-    return from_dict(body)
+    return from_dict(loads(raw, max_depth))
 
 
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}:\d{2})")
@@ -211,9 +288,31 @@ def from_dict(body: Any) -> EventDict:
     """
     if not isinstance(body, dict):
         raise InvalidEvent("a CloudEvent must be a JSON object")
+    _check_storable(body)
     if _plainly_valid(body):
         return body
     return _validated_by_sdk(body)
+
+
+MAX_ATTRIBUTE_LENGTH = 255
+"""The longest id, type, source or causation attribute: the state store keeps them in
+255-character columns (a longer one would fail the whole batch of rows it is written with)."""
+_STORED_ATTRIBUTES = ("id", "type", "source", PARENT_ID, RUN_ID, CORRELATION_ID, TARGET, VERSION)
+
+
+def _check_storable(body: dict[str, Any]) -> None:
+    """Attributes the platform can store and index: no NUL characters (PostgreSQL text cannot
+    hold them), and no stored attribute longer than :data:`MAX_ATTRIBUTE_LENGTH`."""
+    for name in _STORED_ATTRIBUTES:
+        value = body.get(name)
+        if type(value) is str and len(value) > MAX_ATTRIBUTE_LENGTH:
+            raise InvalidEvent(
+                f"attribute {name!r} is {len(value)} characters, over the limit of "
+                f"{MAX_ATTRIBUTE_LENGTH}"
+            )
+    for name, value in body.items():
+        if "\x00" in name or (type(value) is str and "\x00" in value and name != "data"):
+            raise InvalidEvent(f"attribute {name[:64]!r} contains a NUL character")
 
 
 def _validated_by_sdk(body: dict[str, Any]) -> EventDict:
@@ -264,7 +363,10 @@ def _json_default(value: Any) -> Any:
 
 
 def from_record(
-    value: bytes, headers: list[tuple[str, bytes]] | None = None, max_bytes: int = MAX_EVENT_BYTES
+    value: bytes,
+    headers: list[tuple[str, bytes]] | None = None,
+    max_bytes: int = MAX_EVENT_BYTES,
+    max_depth: int = MAX_EVENT_DEPTH,
 ) -> EventDict:
     """An event from a bus record, in either CloudEvents Kafka content mode.
 
@@ -272,11 +374,13 @@ def from_record(
     structured mode carries the whole event as the JSON value.
     """
     if headers and any(name.startswith("ce_") for name, _ in headers):
-        return _from_binary(value, headers, max_bytes)
-    return from_json(value, max_bytes)
+        return _from_binary(value, headers, max_bytes, max_depth)
+    return from_json(value, max_bytes, max_depth)
 
 
-def _from_binary(value: bytes, headers: list[tuple[str, bytes]], max_bytes: int) -> EventDict:
+def _from_binary(
+    value: bytes, headers: list[tuple[str, bytes]], max_bytes: int, max_depth: int
+) -> EventDict:
     body: dict[str, Any] = {}
     content_type: str | None = None
     try:
@@ -296,10 +400,8 @@ def _from_binary(value: bytes, headers: list[tuple[str, bytes]], max_bytes: int)
         raise InvalidEvent(f"event is {len(value)} bytes, over the {max_bytes} limit")
     if value:
         if content_type is None or _FORMAT.JSON_CONTENT_TYPE_PATTERN.match(content_type):
-            try:
-                body["data"] = json.loads(value)
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise InvalidEvent(f"data is not JSON: {exc}") from exc
+            # the event object is one level above its data
+            body["data"] = loads(value, max_depth - 1, "data")
         else:
             body["data_base64"] = base64.b64encode(value).decode()
     return from_dict(body)

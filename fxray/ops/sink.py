@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 import uuid
@@ -49,6 +48,7 @@ from tenacity import (
 
 from fxray import ops
 from fxray.bus import EventBus, Record, TopicPartition
+from fxray.events import cloudevent as ev
 from fxray.ops import elastic
 from fxray.settings import Settings
 from fxray.store import StateStore
@@ -400,10 +400,15 @@ def _lane_stats(lane: _Lane) -> dict[str, Any]:
     }
 
 
+OPS_RECORD_MAX_DEPTH = 600
+"""Ops records carry results up to ``max_event_depth`` (at most 500) levels deep, a few
+levels down; deeper is not a record of ours."""
+
+
 def _decode(value: bytes) -> dict[str, Any] | None:
     try:
-        record = json.loads(value)
-    except ValueError:
+        record = ev.loads(value, OPS_RECORD_MAX_DEPTH, "ops record")
+    except ev.InvalidEvent:  # not JSON, or nested too deeply: not a record of ours
         return None
     if not isinstance(record, dict):
         return None

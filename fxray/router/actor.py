@@ -24,6 +24,7 @@ from fxray import ops
 from fxray.actors.executor import tune_gc
 from fxray.actors.pool import ExecutorPools
 from fxray.bus import EventBus, Record
+from fxray.events.cloudevent import EventLimits
 from fxray.kv import KVStore
 from fxray.ops.metrics import RunMetrics
 from fxray.packages import PackageStore
@@ -42,6 +43,7 @@ GIL_SWITCH_INTERVAL_S = 0.0005
 GAUGES_EVERY_S = 0.2
 EXECUTOR_GAUGES_EVERY_TICKS = 5
 LOOP_RESTART_DELAY_S = 0.5
+ROUTE_RETRY_S = 1.0
 MAX_ERRORS_KEPT = 50
 
 
@@ -84,6 +86,7 @@ class Router:
             env_backend=self.settings.env_backend,
             pip_index_url=self.settings.pip_index_url,
             ops=ops.OpsConfig.from_settings(self.settings, bus),
+            event_limits=EventLimits.from_settings(self.settings),
         )
         self.writer = RecordWriter(store)
         ops_config = self.pools.ops  # on if the ops sink is
@@ -107,6 +110,7 @@ class Router:
             spawn=self._spawn,
             metrics=self.metrics,
             counters=self.counters,
+            note_error=self._note_error,
         )
         self.intake = Intake(
             self.settings,
@@ -169,6 +173,7 @@ class Router:
                 raise
             except Exception as exc:  # keep routing; report what broke
                 log.exception("router loop %s failed; restarting it", loop.__name__)
+                self.counters["loop_restarts"] += 1
                 self._note_error(f"{loop.__name__}: {type(exc).__name__}: {exc}")
                 await asyncio.sleep(LOOP_RESTART_DELAY_S)
 
@@ -180,7 +185,19 @@ class Router:
     # -- the data path --------------------------------------------------------------------------
 
     async def _route(self, records: list[Record]) -> None:
-        routed = await self.routing.route(records, self.dispatcher.runs)
+        # A record that breaks routing is dead-lettered by routing itself; what fails here is
+        # the bus or the database. The batch is tried again, never dropped: a later batch must
+        # not commit past records that were never routed.
+        while True:
+            try:
+                routed = await self.routing.route(records, self.dispatcher.runs)
+                break
+            except Exception as exc:
+                self.counters["route_retries"] += 1
+                self._note_error(f"routing {len(records)} records: {type(exc).__name__}: {exc}")
+                await asyncio.sleep(ROUTE_RETRY_S)
+                if not self.running:
+                    return  # untracked, so uncommitted: the next owner reads them again
         for record, runs in routed.per_record:
             self.intake.track(record, len(runs))
         # The writer keeps order, so these rows are durable before any later update of the

@@ -19,6 +19,8 @@ from collections import Counter, deque
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
+
 from fxray.actors.envs import EnvBuildError
 from fxray.actors.executor import BatchOutcome
 from fxray.actors.pool import ExecutorCrashed, ExecutorPools, VersionPool
@@ -29,7 +31,7 @@ from fxray.ops.metrics import RunMetrics
 from fxray.router.queue import DelayQueue, RunQueue
 from fxray.router.records import RunRecords
 from fxray.router.routing import ActiveRun
-from fxray.runtime.runs import RunResult, RunStatus
+from fxray.runtime.runs import RunResult, RunStatus, storable_text
 from fxray.settings import Settings
 from fxray.store import RoutingSnapshot
 
@@ -54,8 +56,10 @@ class Dispatcher:
         spawn: Callable[[Coroutine[Any, Any, None]], None],
         metrics: RunMetrics,
         counters: Counter[str],
+        note_error: Callable[[str], None],
     ) -> None:
         self.settings = settings
+        self.note_error = note_error
         self.bus = bus
         self.pools = pools
         self.records = records
@@ -229,6 +233,7 @@ class Dispatcher:
     async def fail(self, runs: list[ActiveRun], started: float, error: str) -> None:
         """End an attempt of each run as failed, for a reason the router found itself."""
         now = time.time()
+        error = storable_text(error) or "failed"
         for run in runs:
             await self._complete(
                 run, RunResult(run.spec.run_id, RunStatus.FAILED, started, now, error=error)
@@ -259,7 +264,7 @@ class Dispatcher:
         if emitted:
             mode = self.settings.event_output_mode
             records = [ev.to_outgoing(e, mode) for e in emitted]
-            await self.bus.produce_async(self.settings.events_topic, records)
+            await self._persist("emitted events", self.settings.events_topic, records)
             self.counters["emitted"] += len(emitted)
         failed = [
             failed_run_letter(run.spec, result, run.tp, run.offset)
@@ -267,10 +272,10 @@ class Dispatcher:
             if result.status in (RunStatus.FAILED, RunStatus.TIMED_OUT) and not run.spec.shadow
         ]
         if failed and self.settings.deadletter_failed_runs:
-            await self.bus.produce_async(self.settings.deadletter_topic, failed)
+            await self._persist("dead letters", self.settings.deadletter_topic, failed)
             self.counters["runs_dead_lettered"] += len(failed)
             self.metrics.observe_dead_letters("failed_run", len(failed))
-        await self.records.finished([(run.spec, result, run.logs) for run, result in finals])
+        await self._persist("run records", self.records.finished, finals_of(finals))
         self.metrics.observe_finished((run.spec, result, run.dispatched) for run, result in finals)
         for run, result in finals:
             self.runs.pop(run.spec.run_id, None)
@@ -280,6 +285,30 @@ class Dispatcher:
             self.ended([run for run, _ in finals])
         if self.delayed:
             self.wakeup.set()
+
+    async def _persist(self, what: str, target: str | Callable[..., Any], items: list[Any]) -> None:
+        """Produce ``items`` to the topic ``target``, or hand them to ``target``, until it
+        works: a bus or database outage delays these runs' completion, never loses it."""
+        try:
+            await self._deliver(target, items)
+            return
+        except Exception as exc:
+            self.note_error(f"{what}: {type(exc).__name__}: {exc}; retrying")
+        async for attempt in AsyncRetrying(
+            wait=wait_exponential(multiplier=0.2, max=5.0),
+            stop=lambda _: not self.running,
+            retry=retry_if_exception_type(Exception),
+            reraise=True,
+        ):
+            with attempt:
+                self.counters["persist_retries"] += 1
+                await self._deliver(target, items)
+
+    async def _deliver(self, target: str | Callable[..., Any], items: list[Any]) -> None:
+        if isinstance(target, str):
+            await self.bus.produce_async(target, items)
+        else:
+            await target(items)
 
     def _retry_later(self, run: ActiveRun, result: RunResult) -> None:
         delay = run.backoff_s * (2 ** (run.spec.attempt - 1))
@@ -343,3 +372,8 @@ class Dispatcher:
         while self.running:
             await asyncio.sleep(min(5.0, self.settings.executor_idle_s / 2))
             self.counters["executors_reaped"] += self.pools.reap()
+
+
+def finals_of(done: list[tuple[ActiveRun, RunResult]]) -> list[tuple[Any, RunResult, list[Any]]]:
+    """(spec, result, all log lines) of runs done for good, as the run records take them."""
+    return [(run.spec, result, run.logs) for run, result in done]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 import uuid
 from collections import Counter
@@ -27,6 +28,8 @@ from fxray.router.triggers import Match, TriggerTable
 from fxray.runtime.runs import RunSpec
 from fxray.settings import Settings
 from fxray.store import RoutingSnapshot, StateStore, TriggerRecord, VersionRecord
+
+log = logging.getLogger("fxray.router")
 
 RUN_NAMESPACE = uuid.UUID("5b0c1d2e-8f3a-4c6b-9d7e-0a1b2c3d4e5f")
 MANUAL_TRIGGER = "manual"
@@ -93,6 +96,7 @@ class Routing:
         self.metrics = metrics
         self.counters = counters
         self.note_error = note_error
+        self.limits = ev.EventLimits.from_settings(settings)
         self.table = TriggerTable(store.routing_snapshot())
         self._mapping_index: tuple[RoutingSnapshot, dict[str, list[MappingRule]]] | None = None
 
@@ -115,15 +119,27 @@ class Routing:
         new_runs: list[ActiveRun] = []
         dead: list[OutgoingRecord] = []
         per_record: list[tuple[Record, list[ActiveRun]]] = []
+        sources: list[Record] = []  # the record of each event
+        limits = self.limits
         for record in records:
             try:
-                event = ev.from_record(record.value, record.headers, self.settings.max_event_bytes)
+                event = ev.from_record(
+                    record.value, record.headers, limits.max_bytes, limits.max_depth
+                )
+                runs = self._runs_for(event, record)
             except ev.InvalidEvent as exc:
                 dead.append(bad_record_letter(record, str(exc)))
                 per_record.append((record, []))
                 continue
+            except Exception as exc:  # whatever else one record breaks, it alone is set aside
+                log.exception("record %s:%d:%d", record.topic, record.partition, record.offset)
+                self.counters["route_errors"] += 1
+                reason = f"cannot route: {type(exc).__name__}: {exc}"
+                dead.append(bad_record_letter(record, reason))
+                per_record.append((record, []))
+                continue
             events.append(event)
-            runs = self._runs_for(event, record)
+            sources.append(record)
             per_record.append((record, runs))
             new_runs.extend(runs)
         self.counters["events"] += len(events)
@@ -133,7 +149,13 @@ class Routing:
             self.metrics.observe_dead_letters("bad_record", len(dead))
             await self.bus.produce_async(self.settings.deadletter_topic, dead)
         # mapped events are on the bus before these records' offsets can be committed
-        mapped = self._mapped_events(events)
+        mapped, unmapped = self._mapped_events(events)
+        if unmapped:
+            by_id = {event["id"]: record for event, record in zip(events, sources, strict=True)}
+            failed = [bad_record_letter(by_id[event_id], why) for event_id, why in unmapped]
+            self.counters["dead_lettered"] += len(failed)
+            self.metrics.observe_dead_letters("mapping", len(failed))
+            await self.bus.produce_async(self.settings.deadletter_topic, failed)
         if mapped:
             self.counters["mapped"] += len(mapped)
             await self.bus.produce_async(self.settings.events_topic, mapped)
@@ -154,24 +176,32 @@ class Routing:
         self.counters["duplicates_skipped"] += len(new_runs) - len(live)
         return Routed(events, fresh_per_record, live)
 
-    def _mapped_events(self, events: list[dict[str, Any]]) -> list[OutgoingRecord]:
-        """The events the active mapping rules make of ``events`` (none of shadow events)."""
+    def _mapped_events(
+        self, events: list[dict[str, Any]]
+    ) -> tuple[list[OutgoingRecord], list[tuple[str, str]]]:
+        """The events the active mapping rules make of ``events`` (none of shadow events), and
+        (event id, why) for each event a rule could not map within the event limits."""
         index = self._mappings()
         if not index:
-            return []
+            return [], []
         mode = self.settings.event_output_mode
-        out = []
+        out: list[OutgoingRecord] = []
+        failed: list[tuple[str, str]] = []
         for event in events:
             rules = index.get(event["type"])
             if not rules or event.get(ev.SHADOW):
                 continue
             for rule in rules:
                 try:
-                    out.append(ev.to_outgoing(mapped_event(rule, event), mode))
-                except (ValueError, TypeError) as exc:  # InvalidEvent is a ValueError
+                    target = mapped_event(rule, event)
+                    ev.checked_json(target, self.limits)
+                    out.append(ev.to_outgoing(target, mode))
+                except Exception as exc:  # InvalidEvent, or a rule the data breaks
                     self.counters["mapping_errors"] += 1
-                    self.note_error(f"mapping {rule.id} of event {event['id']}: {exc}")
-        return out
+                    why = f"mapping {rule.id}: {exc}"
+                    self.note_error(f"{why} (event {event['id']})")
+                    failed.append((event["id"], why))
+        return out, failed
 
     def _mappings(self) -> dict[str, list[MappingRule]]:
         """The active mapping rules by source type, indexed once per routing snapshot."""

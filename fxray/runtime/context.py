@@ -77,11 +77,19 @@ class PackageInfo:
 class EventSender:
     """``context.events``: emit events that carry this run's causation and correlation ids."""
 
-    def __init__(self, parent: dict[str, Any], run_id: str, source: str, shadow: bool) -> None:
+    def __init__(
+        self,
+        parent: dict[str, Any],
+        run_id: str,
+        source: str,
+        shadow: bool,
+        limits: ev.EventLimits = ev.DEFAULT_LIMITS,
+    ) -> None:
         self._parent = parent
         self._run_id = run_id
         self._source = source
         self._shadow = shadow
+        self._limits = limits
         self.emitted: list[dict[str, Any]] = []
 
     def send(
@@ -94,7 +102,9 @@ class EventSender:
     ) -> str:
         """Emit an event of ``type`` with ``data``; returns its id.
 
-        StreamZero's positional form ``send(type, source, data)`` is accepted too.
+        StreamZero's positional form ``send(type, source, data)`` is accepted too. An event
+        that is not JSON data, or breaks the platform's size or nesting limit, raises
+        :class:`~fxray.events.cloudevent.InvalidEvent`.
         """
         if legacy:
             source, data = data, legacy[0]
@@ -103,6 +113,7 @@ class EventSender:
         event = ev.child_event(
             self._parent, self._run_id, type, data, source=source or self._source, **attributes
         )
+        ev.checked_json(event, self._limits)  # InvalidEvent here, in the script, saying why
         self.emitted.append(event)
         return str(event["id"])
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import builtins
 import io
+import json
 import logging
 import os
 import sys
@@ -22,8 +23,16 @@ from pathlib import Path
 from types import CodeType
 from typing import Any, Protocol
 
+from fxray.events import cloudevent as ev
 from fxray.runtime.context import EventSender, RunContext, RunInfo, StateView, _activate
-from fxray.runtime.runs import LogLine, RunResult, RunSpec, RunStatus, StepResult
+from fxray.runtime.runs import (
+    LogLine,
+    RunResult,
+    RunSpec,
+    RunStatus,
+    StepResult,
+    storable_text,
+)
 
 _capture = threading.local()
 _install_lock = threading.Lock()
@@ -207,6 +216,7 @@ def execute(
     state: Any,
     code_cache: CodeCache | None = None,
     hooks: RunHooks | None = None,
+    limits: ev.EventLimits = ev.DEFAULT_LIMITS,
 ) -> RunResult:
     """Run ``spec``'s steps from ``package_dir`` in this thread and report what happened.
 
@@ -217,7 +227,8 @@ def execute(
     redactor = Redactor(secrets)
     cap = _Capture(redactor, hooks)
     service_logger = logging.getLogger(f"fxray.service.{spec.service}")
-    sender = EventSender(spec.event, spec.run_id, f"fxray/services/{spec.service}", spec.shadow)
+    source = f"fxray/services/{spec.service}"
+    sender = EventSender(spec.event, spec.run_id, source, spec.shadow, limits)
     ctx = RunContext(
         event=spec.event,
         run=RunInfo(
@@ -268,13 +279,36 @@ def execute(
     result.finished_at = time.time()
     result.logs = cap.lines
     result.emitted = [redactor.deep(event) for event in sender.emitted]
-    result.result = redactor.deep(ctx.result)
+    result.result = _storable_result(redactor, ctx.result, limits, result)
     if result.error:
-        result.error = redactor(result.error)
+        result.error = storable_text(redactor(result.error))
     for step_result in result.steps:
         if step_result.error:
-            step_result.error = redactor(step_result.error)
+            step_result.error = storable_text(redactor(step_result.error))
     return result
+
+
+def _storable_result(
+    redactor: Redactor, value: Any, limits: ev.EventLimits, result: RunResult
+) -> Any:
+    """``context.result`` as it will be stored: JSON data within the event limits. Anything
+    else fails this run alone, saying why (it would break the batch that records it)."""
+    if value is None:
+        return None
+    try:
+        if ev.json_depth(value, limits.max_depth) > limits.max_depth:
+            raise ValueError(f"it nests deeper than the limit of {limits.max_depth} levels")
+        value = redactor.deep(value)
+        size = len(json.dumps(value, allow_nan=False))
+        if size > limits.max_bytes:
+            raise ValueError(f"it is {size} bytes as JSON, over the limit of {limits.max_bytes}")
+    except (TypeError, ValueError, RecursionError) as exc:
+        if result.status is RunStatus.SUCCEEDED:
+            result.status = RunStatus.FAILED
+        note = f"context.result cannot be stored: {exc}"
+        result.error = f"{result.error}; {note}" if result.error else note
+        return None
+    return value
 
 
 def _step_hook(hooks: RunHooks | None, index: int, name: str, result: StepResult | None) -> None:

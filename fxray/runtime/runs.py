@@ -12,6 +12,13 @@ from typing import Any
 LogLine = tuple[float, str, str, str]  # (unix time, level, step, message)
 
 
+def storable_text(text: str | None) -> str | None:
+    """``text`` without NUL characters, which PostgreSQL text columns cannot hold."""
+    if text and "\x00" in text:
+        return text.replace("\x00", "\ufffd")
+    return text
+
+
 class RunStatus(enum.StrEnum):
     PENDING = "pending"
     RUNNING = "running"

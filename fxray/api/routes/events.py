@@ -237,12 +237,16 @@ def _binary_event(request: Request, raw: bytes) -> tuple[dict[str, Any], list[st
     return body, problems + event_problems(body, binary=True)
 
 
-def _check_size(events: list[dict[str, Any]], limit: int) -> None:
+def _check_limits(events: list[dict[str, Any]], limits: ev.EventLimits) -> None:
+    """422 for an event nested deeper than the platform takes, 413 for one too large: the
+    same limits the routers apply to every record."""
     for number, event in enumerate(events, start=1):
+        where = f"event {number} " if len(events) > 1 else "the event "
+        if ev.json_depth(event, limits.max_depth) > limits.max_depth:
+            raise invalid(f"{where}nests deeper than the limit of {limits.max_depth} levels")
         size = len(ev.to_json(event))
-        if size > limit:
-            where = f"event {number} " if len(events) > 1 else "the event "
-            raise ApiError(413, f"{where}is {size} bytes, over the {limit} byte limit")
+        if size > limits.max_bytes:
+            raise ApiError(413, f"{where}is {size} bytes, over the {limits.max_bytes} byte limit")
 
 
 @events_router.post(
@@ -324,7 +328,7 @@ async def send_events(request: Request, caller: Caller, platform: PlatformDep) -
             f"unsupported content type {media or '(none)'!r}: send {STRUCTURED}, {BATCH}, "
             "or the data with ce-* headers (binary mode)",
         )
-    _check_size(events, limit)
+    _check_limits(events, ev.EventLimits.from_settings(platform.settings))
     if events:
         await run_in_threadpool(platform.publish, events)
     return EventIds(ids=[str(e["id"]) for e in events])
@@ -487,7 +491,7 @@ async def receive_webhook(
         )
     except ev.InvalidEvent as exc:
         raise invalid("the webhook call cannot become a CloudEvent", [str(exc)]) from None
-    _check_size([event], limit)
+    _check_limits([event], ev.EventLimits.from_settings(platform.settings))
     await run_in_threadpool(platform.publish, [event])
     return EventId(id=str(event["id"]))
 

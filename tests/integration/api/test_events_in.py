@@ -301,3 +301,39 @@ def test_asset_events_come_only_from_the_assets_api(linked: Linked) -> None:
     answer = linked.post(_event("fxray.asset.uploaded"), **{"Content-Type": STRUCTURED})
     assert answer.status_code == 422
     assert any("reserved" in p for p in answer.json()["error"]["problems"])
+
+
+def _nested(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_deep_events_are_refused_at_every_http_entry(linked: Linked) -> None:
+    api, project = linked.api, linked.project
+    # 63 levels of data: 64 with the event itself, the default limit: accepted and run
+    fine = _event(linked.type("deep"), data=_nested(62))
+    assert linked.post(fine, **{"Content-Type": STRUCTURED}).status_code == 202
+    linked.run_of(fine["id"])
+    for depth in (64, 900, 5_000):
+        deep = _event(linked.type("deep"), data=_nested(depth))
+        content = json.dumps(deep).encode() if depth < 900 else None
+        if content is None:  # json.dumps itself recurses: write the nesting by hand
+            prefix = json.dumps({k: v for k, v in deep.items() if k != "data"})[:-1]
+            content = f'{prefix}, "data": {"[" * depth}1{"]" * depth}}}'.encode()
+        answer = linked.post(content=content, **{"Content-Type": STRUCTURED})
+        assert answer.status_code == 422, (depth, answer.text)
+        assert "nest" in answer.text, answer.text
+    batch = [_event(linked.type("deep")), _event(linked.type("deep"), data=_nested(70))]
+    answer = linked.post(batch, **{"Content-Type": BATCH})
+    assert answer.status_code == 422 and "event 2 nests deeper" in answer.text, answer.text
+
+    base = f"/api/v1/projects/{project.name}/webhooks"
+    made = api.client.post(
+        base, json={"name": "deep", "event_type": linked.type("hook")}, headers=project.admin
+    ).json()
+    body = json.dumps({"payload": _nested(70)}).encode()
+    signed = {"X-Hub-Signature-256": signature_of(made["secret"], body)}
+    answer = api.client.post(made["webhook"]["url"], content=body, headers=signed)
+    assert answer.status_code == 422 and "nests deeper" in answer.text, answer.text

@@ -785,3 +785,28 @@ def test_redactor_deep() -> None:
     assert redact("x longsecret 123456 ab True") == "x *** *** ab True"
     assert redact.deep({"k": ["longsecret", 1, None]}) == {"k": ["***", 1, None]}
     assert runner.Redactor({}).deep({"x": "longsecret"}) == {"x": "longsecret"}
+
+
+@pytest.mark.parametrize(
+    ("code", "why"),
+    [
+        ("context.result = {1, 2}", "not JSON serializable"),
+        ("context.result = float('nan')", "Out of range float values"),
+        ("r = []\nfor _ in range(5000):\n    r = [r]\ncontext.result = r", "nests deeper"),
+        ("context.result = 'x' * 2_000_000", "over the limit of 1000000"),
+    ],
+)
+def test_a_result_that_cannot_be_stored_fails_its_run_alone(
+    tmp_path: Path, code: str, why: str
+) -> None:
+    result = run(tmp_path, {"main.py": f"from fxray import context\n{code}\n"})
+    assert result.status == RunStatus.FAILED
+    assert result.error is not None and "context.result cannot be stored" in result.error
+    assert why in result.error
+    assert result.result is None
+
+
+def test_an_error_with_a_nul_character_is_stored_without_it(tmp_path: Path) -> None:
+    result = run(tmp_path, {"main.py": "raise ValueError('a\\x00b')\n"})
+    assert result.status == RunStatus.FAILED
+    assert result.error is not None and "\x00" not in result.error and "a\ufffdb" in result.error
