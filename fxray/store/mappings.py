@@ -1,13 +1,16 @@
 """Event mappings: an event of ``source_type`` also becomes one of ``target_type``.
 
 Every write bumps the routing revision so routers reload; validation (cycles, field paths) is
-the caller's.
+the caller's. A write takes the routing revision's row lock before it reads the active mappings
+for its ``check``, so two writers that would close a cycle together are serialised: the second
+sees the first's rule and its check refuses it.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +21,9 @@ from fxray.store.common import NotFound, StoreMixin, record
 from fxray.store.models import MappingRow, ProjectRow
 
 _CHANGEABLE = {"source_type", "target_type", "fields", "map_all", "active"}
+
+MappingCheck = Callable[[list["MappingRecord"]], None]
+"""Called with the active mappings, under the write lock, before a write; raises to refuse it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,11 +51,15 @@ class MappingStore(StoreMixin):
         map_all: bool,
         *,
         active: bool = True,
+        check: MappingCheck | None = None,
     ) -> MappingRecord:
         now = time.time()
         with self.session() as s:
             if s.get(ProjectRow, project) is None:
                 raise NotFound(f"no project named {project!r}")
+            self._bump(s)  # first: the lock that serialises routing writes
+            if check is not None:
+                check(self._active_mappings(s))
             row = MappingRow(
                 id=uuid.uuid4().hex[:12],
                 project=project,
@@ -62,7 +72,6 @@ class MappingStore(StoreMixin):
                 updated_at=now,
             )
             s.add(row)
-            self._bump(s)
             s.flush()
             return record(MappingRecord, row)
 
@@ -84,19 +93,23 @@ class MappingStore(StoreMixin):
         with self.session() as s:
             return [record(MappingRecord, r) for r in s.scalars(query)]
 
-    def update_mapping(self, mapping_id: str, **changes: Any) -> MappingRecord:
+    def update_mapping(
+        self, mapping_id: str, *, check: MappingCheck | None = None, **changes: Any
+    ) -> MappingRecord:
         """Change ``source_type``, ``target_type``, ``fields``, ``map_all`` or ``active``."""
         unknown = set(changes) - _CHANGEABLE
         if unknown:
             raise ValueError(f"cannot change {sorted(unknown)} of a mapping")
         with self.session() as s:
+            self._bump(s)  # first: the lock that serialises routing writes
             row = s.get(MappingRow, mapping_id)
             if row is None:
                 raise NotFound(f"no mapping {mapping_id!r}")
+            if check is not None:
+                check(self._active_mappings(s))
             for key, value in changes.items():
                 setattr(row, key, list(value) if key == "fields" else value)
             row.updated_at = time.time()
-            self._bump(s)
             s.flush()
             return record(MappingRecord, row)
 

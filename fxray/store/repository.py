@@ -128,11 +128,13 @@ class StateStore(AccessStore, MappingStore, ScheduleStore, CatalogStore, Reposit
             return row.value if row else 0
 
     def _bump(self, s: Session) -> None:
-        row = s.get(MetaRow, _REVISION_KEY, with_for_update=True)
-        if row is None:
-            s.add(MetaRow(key=_REVISION_KEY, value=1))
-        else:
-            row.value += 1
+        """Advance the routing revision. Its row lock serialises routing writes, also the
+        first ones of a fresh database (the row is made, if missing, by an insert that two
+        writers at once cannot both do)."""
+        s.execute(self._insert_ignore(MetaRow).values(key=_REVISION_KEY, value=0))
+        row = s.get(MetaRow, _REVISION_KEY, with_for_update=True, populate_existing=True)
+        assert row is not None
+        row.value += 1
 
     # -- services and versions ----------------------------------------------------------------
 

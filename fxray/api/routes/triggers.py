@@ -18,7 +18,7 @@ from fastapi import APIRouter, Query, status
 
 from fxray.api.auth import Caller, Principal, Role, require_project, visible_service
 from fxray.api.deps import PlatformDep, StoreDep
-from fxray.api.errors import ApiError, invalid, not_found
+from fxray.api.errors import invalid, not_found
 from fxray.api.pagination import Page, Paging
 from fxray.api.schemas.triggers import (
     FieldMapIn,
@@ -31,7 +31,8 @@ from fxray.api.schemas.triggers import (
 )
 from fxray.events import mappings as mp
 from fxray.router.triggers import validate_pattern, validate_weights
-from fxray.store import NotFound, StateStore, TriggerRecord
+from fxray.store import Conflict, MappingRecord, NotFound, StateStore, TriggerRecord
+from fxray.store.mappings import MappingCheck
 
 router = APIRouter()
 triggers_router = APIRouter(tags=["triggers"])
@@ -272,9 +273,9 @@ def _rule(
     )
 
 
-def _active_rules(store: StateStore) -> list[mp.MappingRule]:
+def _active_rules(mappings: list[MappingRecord]) -> list[mp.MappingRule]:
     rules = []
-    for m in store.list_mappings():
+    for m in mappings:
         if m.active:
             try:
                 rules.append(_rule(m.id, m.source_type, m.target_type, m.fields, m.map_all))
@@ -284,26 +285,30 @@ def _active_rules(store: StateStore) -> list[mp.MappingRule]:
 
 
 def _check_mapping(
-    store: StateStore,
     mapping_id: str,
     source_type: str,
     target_type: str,
     fields: list[dict[str, Any]],
     map_all: bool,
     active: bool,
-) -> None:
-    """422 listing every problem of the rule; 409 if it would close a cycle of mappings."""
+) -> MappingCheck | None:
+    """422 listing every problem of the rule; else the store's check that refuses, with a
+    409, a rule closing a cycle of mappings (run under the store's write lock)."""
     problems = mp.validate_rule(source_type, target_type, fields)
     if not fields and not map_all:
         problems.append("a rule without fields must set map_all (else it maps nothing)")
     if problems:
         raise invalid("the mapping is invalid", problems)
     if not active:
-        return
+        return None
     new = _rule(mapping_id, source_type, target_type, fields, map_all)
-    cycle = mp.find_cycle(_active_rules(store), new)
-    if cycle:
-        raise ApiError(409, f"the mapping would form a cycle of event types: {' -> '.join(cycle)}")
+
+    def no_cycle(mappings: list[MappingRecord]) -> None:
+        cycle = mp.find_cycle(_active_rules(mappings), new)
+        if cycle:
+            raise Conflict(f"the mapping would form a cycle of event types: {' -> '.join(cycle)}")
+
+    return no_cycle
 
 
 def _visible_mapping(store: StateStore, caller: Principal, mapping_id: str, role: Role) -> Any:
@@ -355,11 +360,17 @@ def create_mapping(
     require_project(caller, project, "developer")
     store.get_project(project)
     fields = [f.to_dict() for f in body.fields]
-    _check_mapping(
-        store, "(new)", body.source_type, body.target_type, fields, body.map_all, body.active
+    check = _check_mapping(
+        "(new)", body.source_type, body.target_type, fields, body.map_all, body.active
     )
     record = store.add_mapping(
-        project, body.source_type, body.target_type, fields, body.map_all, active=body.active
+        project,
+        body.source_type,
+        body.target_type,
+        fields,
+        body.map_all,
+        active=body.active,
+        check=check,
     )
     platform.refresh()
     return _mapping(record)
@@ -395,8 +406,8 @@ def update_mapping(
         name: changes.get(name, getattr(mapping, name))
         for name in ("source_type", "target_type", "fields", "map_all", "active")
     }
-    _check_mapping(store, mapping.id, **merged)
-    record = store.update_mapping(mapping_id, **changes)
+    check = _check_mapping(mapping.id, **merged)
+    record = store.update_mapping(mapping_id, check=check, **changes)
     platform.refresh()
     return _mapping(record)
 

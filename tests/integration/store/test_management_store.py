@@ -6,6 +6,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -225,6 +226,50 @@ def test_projects_keys_and_webhooks(store: StateStore) -> None:
     store.set_service_project("svc", "default")
     store.delete_project("shop")
     assert [p.name for p in store.list_projects()] == ["default"]
+
+
+def test_two_writers_closing_a_mapping_cycle_one_wins(
+    make_store: Callable[[], StateStore],
+) -> None:
+    """A -> B and B -> A written at once, from two stores (two processes' worth of
+    connections): each check reads the active mappings, and each is slow enough that without
+    the write lock both would see none and both would be stored."""
+    from fxray.events.mappings import FieldMap, MappingRule, find_cycle
+
+    def rule(m: Any) -> MappingRule:
+        fields = [FieldMap.model_validate(f) for f in m.fields]
+        return MappingRule(
+            id=m.id, source_type=m.source_type, target_type=m.target_type, fields=fields,
+            map_all=m.map_all,
+        )  # fmt: skip
+
+    pairs = [("cyc.a", "cyc.b"), ("cyc.b", "cyc.a")]
+    stores = [make_store(), make_store()]
+    seen: list[int] = []
+
+    def write(i: int) -> Any:
+        source, target = pairs[i]
+        new = MappingRule(id=f"new-{i}", source_type=source, target_type=target, map_all=True)
+
+        def no_cycle(active: list[Any]) -> None:
+            seen.append(len(active))
+            time.sleep(0.5)  # hold the window open: the other writer starts meanwhile
+            if find_cycle([rule(m) for m in active], new):
+                raise Conflict("the mapping would form a cycle")
+
+        try:
+            return stores[i].add_mapping("default", source, target, [], True, check=no_cycle)
+        except Conflict as exc:
+            return exc
+
+    results = run_in_threads(2, write)
+    assert sorted(type(r).__name__ for r in results) == ["Conflict", "MappingRecord"]
+    assert sorted(seen) == [0, 1]  # the second check saw the first writer's rule
+    assert (
+        len(stores[0].list_mappings(source_type="cyc.a"))
+        + len(stores[0].list_mappings(source_type="cyc.b"))
+        == 1
+    )
 
 
 def test_mappings_reach_the_routing_snapshot(store: StateStore) -> None:
