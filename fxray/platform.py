@@ -32,6 +32,7 @@ from fxray.events import deadletters
 from fxray.events.deadletters import DeadLetter
 from fxray.kv import KVStore, config_key, put_json, secrets_key
 from fxray.packages import PackageStore
+from fxray.packages.archive import ArchiveLimits
 from fxray.router.actor import Router
 from fxray.router.triggers import validate_pattern, validate_weights
 from fxray.services import (
@@ -231,7 +232,11 @@ class Platform:
         :class:`fxray.store.Conflict` if the service belongs to another project.
         """
         store, packages, _ = self._require()
-        package = load_package(path) if not isinstance(path, bytes) else load_package_bytes(path)
+        limits = ArchiveLimits.from_settings(self.settings)
+        if isinstance(path, bytes):
+            package = load_package_bytes(path, limits=limits)
+        else:
+            package = load_package(path, limits)
         manifest = package.manifest
         packages.put(package.content_hash, package.to_zip())
         first_deploy = True
@@ -577,7 +582,8 @@ class Platform:
 
     def _package(self, version: VersionRecord) -> ServicePackage:
         packages = self._require()[1]
-        return load_package_bytes(packages.get(version.content_hash), source=version.id)
+        limits = ArchiveLimits.from_settings(self.settings)
+        return load_package_bytes(packages.get(version.content_hash), version.id, limits=limits)
 
     def _require(self) -> tuple[StateStore, PackageStore, KVStore]:
         if self.store is None or self.packages is None or self.kv is None:

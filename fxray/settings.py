@@ -167,6 +167,47 @@ class Settings(BaseSettings):
         description="Let the API register git repositories by file:// URL or local path "
         "(off: only https://, ssh:// and git@host:path, so API users cannot read server files).",
     )
+    # upload and archive limits: service zips, package folders (git sync, validate), assets
+    package_max_upload_bytes: int = Field(
+        default=50 * 1024 * 1024, ge=1, description="Largest service zip (its own bytes)."
+    )
+    package_max_entries: int = Field(
+        default=10_000,
+        ge=1,
+        description="Entries a service zip may list (files, folders, junk), or a package "
+        "folder may hold; more is refused before anything is read.",
+    )
+    package_max_files: int = Field(default=1000, ge=1, description="Files a package keeps.")
+    package_max_entry_bytes: int = Field(
+        default=50 * 1024 * 1024, ge=1, description="Real (decompressed) bytes of one file."
+    )
+    package_max_total_bytes: int = Field(
+        default=50 * 1024 * 1024, ge=1, description="Real (decompressed) bytes of a package."
+    )
+    archive_max_ratio: float = Field(
+        default=200.0,
+        gt=1,
+        description="Largest decompressed / compressed size of a zip entry (deflate reaches "
+        "~1000 on zeros; code and data stay far below 200).",
+    )
+    archive_ratio_floor_bytes: int = Field(
+        default=1024 * 1024, ge=0, description="Entries up to this size skip the ratio check."
+    )
+    archive_chunk_bytes: int = Field(
+        default=64 * 1024,
+        ge=4096,
+        le=16 * 1024 * 1024,
+        description="Bytes decompressed per step while the limits are checked.",
+    )
+    asset_max_bytes: int = Field(
+        default=256 * 1024 * 1024, ge=1, description="Largest asset upload (stored as is)."
+    )
+    git_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Git hosts (names, addresses or networks like 10.0.0.0/8) that git sync may "
+        "reach although they resolve to loopback, link-local or private addresses; as JSON in "
+        "the env: FXRAY_GIT_ALLOWED_HOSTS='[\"git.internal\"]'.",
+    )
 
     @model_validator(mode="after")
     def _fill_paths(self) -> Settings:

@@ -8,17 +8,24 @@ with its problems and does not stop the others.
 ``git`` runs without a shell, with a timeout, without prompting for credentials
 (``GIT_TERMINAL_PROMPT=0``, no controlling terminal) and limited to the transports
 :func:`url_problem` allows: ``https://``, ``ssh://`` and ``user@host:path``, plus ``file://``
-URLs and absolute local paths only when ``allow_local`` is set.
+URLs and absolute local paths only when ``allow_local`` is set. A remote host must resolve to
+public addresses only (:func:`address_problem`) unless ``allowed_hosts`` names it; an https
+checkout is pinned to the addresses checked and follows no redirects. The service folders are
+read by the ``deploy`` callback within the package limits
+(:class:`~fxray.packages.archive.ArchiveLimits`: files counted and sized with ``os.stat``
+before they are read).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import signal
+import socket
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -71,6 +78,9 @@ class SyncResult:
 
 Deploy = Callable[[Path, str], Deployed]
 """``deploy(folder, commit)``: deploy one service folder; raise ValueError (PackageError) if bad."""
+Resolver = Callable[[str], list[str]]
+"""``resolve(host)``: the IP addresses a host name resolves to (raise OSError if none)."""
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 # -- checking input ---------------------------------------------------------------------------
@@ -126,6 +136,114 @@ def url_problem(url: str, *, allow_local: bool = False) -> str | None:
     return f"only {allowed} are allowed"
 
 
+def resolve_host(host: str) -> list[str]:
+    """The addresses ``host`` resolves to, by ``socket.getaddrinfo``."""
+    found = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    return sorted({str(info[4][0]) for info in found})
+
+
+def remote_host(url: str) -> str | None:
+    """The host a remote URL names (``scheme://host/...`` or ``user@host:path``); None for a
+    local path or a URL without one."""
+    if is_local(url):
+        return None
+    if "://" in url:
+        try:
+            return urlsplit(url).hostname or None
+        except ValueError:
+            return None
+    match = _SCP_RE.match(url)
+    return match["host"] if match else None
+
+
+def _ip(text: str) -> IPAddress | None:
+    try:
+        ip = ipaddress.ip_address(text.split("%", 1)[0])  # no IPv6 zone
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def _non_public(ip: IPAddress) -> str | None:
+    """What kind of non-public address ``ip`` is, or None for a public one."""
+    kinds = (
+        ("loopback", ip.is_loopback),
+        ("link-local", ip.is_link_local),
+        ("unspecified", ip.is_unspecified),
+        ("multicast", ip.is_multicast),
+        ("private", ip.is_private),
+        ("reserved", ip.is_reserved),
+        ("non-public", not ip.is_global),
+    )
+    return next((kind for kind, hit in kinds if hit), None)
+
+
+def _allowed(host: str, ip: IPAddress | None, allowed_hosts: Collection[str]) -> bool:
+    """Whether ``allowed_hosts`` names ``host``, or (given ``ip``) an address or network of it."""
+    name = host.lower().rstrip(".")
+    for raw in allowed_hosts:
+        entry = raw.strip().lower().rstrip(".")
+        if entry == name and entry:
+            return True
+        if ip is None or not entry:
+            continue
+        try:
+            network = ipaddress.ip_network(entry, strict=False)
+        except ValueError:  # a host name
+            continue
+        if ip in network:
+            return True
+    return False
+
+
+def _addresses(
+    url: str, allowed_hosts: Collection[str], resolve: Resolver | None
+) -> tuple[str | None, list[str]]:
+    """``(why the URL's host may not be reached or None, the addresses checked)``."""
+    host = remote_host(url)
+    if host is None or _allowed(host, None, allowed_hosts):
+        return None, []
+    literal = _ip(host)
+    if literal is not None:
+        found = [str(literal)]
+    elif resolve is None:
+        return None, []
+    else:
+        try:
+            found = resolve(host)
+        except (OSError, UnicodeError) as exc:
+            return f"cannot resolve the host {host!r}: {exc}", []
+        if not found:
+            return f"the host {host!r} resolves to no address", []
+    for address in found:
+        ip = _ip(address)
+        if ip is None:
+            return f"the host {host!r} resolves to {address!r}, which is not an IP address", []
+        if _allowed(host, ip, allowed_hosts):
+            continue
+        kind = _non_public(ip)
+        if kind is not None:
+            what = f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} address"
+            where = f"is {what}" if literal else f"resolves to {ip}, {what}"
+            return (
+                f"the host {host!r} {where}; git sync only reaches public hosts unless the "
+                "git_allowed_hosts setting names the host"
+            ), []
+    return None, found
+
+
+def address_problem(
+    url: str, allowed_hosts: Collection[str] = (), resolve: Resolver | None = resolve_host
+) -> str | None:
+    """Why the host of ``url`` may not be reached, or None: it is (or resolves to) a loopback,
+    link-local, private, reserved or otherwise non-public address that ``allowed_hosts``
+    (names, addresses or networks such as ``10.0.0.0/8``) does not name. Local paths have no
+    host. With ``resolve=None`` only literal addresses are checked (no DNS)."""
+    return _addresses(url, allowed_hosts, resolve)[0]
+
+
 def ref_problem(ref: str) -> str | None:
     """Why ``ref`` is not a branch, tag or commit name git would take, or None."""
     if not ref:
@@ -169,17 +287,23 @@ def checkout(
     dest: Path,
     *,
     allow_local: bool = False,
+    allowed_hosts: Collection[str] = (),
+    resolve: Resolver = resolve_host,
     timeout: float = GIT_TIMEOUT_S,
 ) -> str:
     """Check ``url`` out at ``ref`` into the new folder ``dest``; returns the commit id.
 
     A 40-hex ``ref`` is fetched as a commit; anything else is cloned as a branch or tag, both
-    shallow. Raises ValueError for a refused URL or ref, :class:`GitError` if git fails.
+    shallow. Raises ValueError for a refused URL, host (:func:`address_problem`) or ref,
+    :class:`GitError` if git fails.
     """
     problem = url_problem(url, allow_local=allow_local) or ref_problem(ref)
     if problem:
         raise ValueError(problem)
-    env = _git_env(allow_local)
+    problem, addresses = _addresses(url, allowed_hosts, resolve)
+    if problem:
+        raise ValueError(problem)
+    env = _git_env(allow_local, _pins(url, addresses))
     local = ["--no-local"] if is_local(url) else []
     if _COMMIT_RE.match(ref):
         dest.mkdir(parents=True)
@@ -192,16 +316,34 @@ def checkout(
     return _git(["rev-parse", "HEAD"], dest, env, timeout, url).strip()
 
 
-def _git_env(allow_local: bool) -> dict[str, str]:
-    env = dict(os.environ)
+def _pins(url: str, addresses: list[str]) -> list[tuple[str, str]]:
+    """git config that makes an https checkout connect only to the ``addresses`` checked (no
+    second DNS answer) and follow no redirect (to a host nobody checked)."""
+    if not url.lower().startswith("https://"):
+        return []
+    config = [("http.followRedirects", "false")]
+    parts = urlsplit(url)
+    if addresses and parts.hostname:
+        listed = ",".join(f"[{a}]" if ":" in a else a for a in addresses)
+        config.append(("http.curloptResolve", f"{parts.hostname}:{parts.port or 443}:{listed}"))
+    return config
+
+
+def _git_env(allow_local: bool, config: list[tuple[str, str]] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_CONFIG_")}
     env.update(
         GIT_TERMINAL_PROMPT="0",
         GCM_INTERACTIVE="never",
         GIT_ALLOW_PROTOCOL="https:ssh:file" if allow_local else "https:ssh",
         GIT_LFS_SKIP_SMUDGE="1",
     )
-    env.pop("GIT_ASKPASS", None)
-    env.pop("SSH_ASKPASS", None)
+    for key in ("GIT_ASKPASS", "SSH_ASKPASS"):
+        env.pop(key, None)
+    for i, (key, value) in enumerate(config or []):
+        env[f"GIT_CONFIG_KEY_{i}"] = key
+        env[f"GIT_CONFIG_VALUE_{i}"] = value
+    if config:
+        env["GIT_CONFIG_COUNT"] = str(len(config))
     return env
 
 
@@ -288,10 +430,20 @@ def sync(
     deploy: Deploy,
     *,
     allow_local: bool = False,
+    allowed_hosts: Collection[str] = (),
+    resolve: Resolver = resolve_host,
     timeout: float = GIT_TIMEOUT_S,
 ) -> SyncResult:
     """Check the repository out in a temporary folder and deploy its service folders."""
     with tempfile.TemporaryDirectory(prefix="fxray-git-", ignore_cleanup_errors=True) as tmp:
         dest = Path(tmp) / "checkout"
-        commit = checkout(url, ref, dest, allow_local=allow_local, timeout=timeout)
+        commit = checkout(
+            url,
+            ref,
+            dest,
+            allow_local=allow_local,
+            allowed_hosts=allowed_hosts,
+            resolve=resolve,
+            timeout=timeout,
+        )
         return SyncResult(commit, deploy_folders(dest, commit, deploy))

@@ -13,6 +13,9 @@ Layout of a package::
 :func:`load_package` reads and validates a package, collecting *every* problem it finds into one
 :class:`PackageError`. Junk (``__pycache__/``, ``*.pyc``, ``.git/``, ``.venv/``, ``.DS_Store``)
 is left out, so it changes neither the package's files nor its :attr:`ServicePackage.content_hash`.
+Reading is bounded by :class:`~fxray.packages.archive.ArchiveLimits` (entries, files, real bytes
+per file and in all, compression ratio): zips are decompressed in chunks and folders are checked
+with ``os.stat`` before a file is read.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import os
 import re
 import stat
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,13 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from pydantic import ValidationError
 
+from fxray.packages.archive import (
+    ArchiveError,
+    ArchiveLimits,
+    BoundedZip,
+    EntryError,
+    read_file_bounded,
+)
 from fxray.services.manifest import (
     Manifest,
     execution_order_clash,
@@ -41,9 +51,6 @@ from fxray.services.manifest import (
     script_path_problem,
 )
 from fxray.services.parameters import Parameter, ParameterError, parse_parameter_fields
-
-MAX_FILES = 1000
-MAX_TOTAL_BYTES = 50 * 1024 * 1024
 
 MANIFEST_FILE = "manifest.json"
 REQUIREMENTS_FILE = "requirements.txt"
@@ -202,21 +209,29 @@ def parse_requirements(text: str, source: str = REQUIREMENTS_FILE) -> tuple[list
     return requirements, problems
 
 
-def load_package(path: str | Path | bytes) -> ServicePackage:
+def load_package(path: str | Path | bytes, limits: ArchiveLimits | None = None) -> ServicePackage:
     """Read and validate a package folder, a ``.zip`` file, or the bytes of a zip.
 
-    Raises :class:`PackageError` listing every problem found.
+    ``limits`` bound what is read (default: the settings' defaults). Raises
+    :class:`PackageError` listing every problem found.
     """
+    limits = limits or ArchiveLimits()
     if isinstance(path, bytes | bytearray | memoryview):
-        return load_package_bytes(bytes(path))
+        return load_package_bytes(bytes(path), limits=limits)
     source = str(path)
     root = Path(path)
     problems: list[str] = []
     try:
         if root.is_dir():
-            files = _read_folder(root, problems)
+            files = _read_folder(root, problems, limits)
         elif root.is_file():
-            files = _read_zip(root.read_bytes(), problems)
+            size = root.stat().st_size
+            if size > limits.max_archive_bytes:
+                problems.append(
+                    f"zip is {size} bytes, more than the limit of {limits.max_archive_bytes}"
+                )
+                raise _Unreadable
+            files = _read_zip(root.read_bytes(), problems, limits)
         elif root.exists():
             problems.append("not a folder or a .zip file")
             raise _Unreadable
@@ -230,11 +245,14 @@ def load_package(path: str | Path | bytes) -> ServicePackage:
     return _build(files, source, problems)
 
 
-def load_package_bytes(data: bytes, source: str = "upload") -> ServicePackage:
-    """Read and validate a package from the bytes of a zip (with or without a top folder)."""
+def load_package_bytes(
+    data: bytes, source: str = "upload", *, limits: ArchiveLimits | None = None
+) -> ServicePackage:
+    """Read and validate a package from the bytes of a zip (with or without a top folder),
+    within ``limits`` (default: the settings' defaults)."""
     problems: list[str] = []
     try:
-        files = _read_zip(bytes(data), problems)
+        files = _read_zip(bytes(data), problems, limits or ArchiveLimits())
     except _Unreadable:
         raise PackageError(problems, source) from None
     return _build(files, source, problems)
@@ -267,27 +285,14 @@ def is_ignored(path: str) -> bool:
 # --- reading ---------------------------------------------------------------------------------
 
 
-def _read_folder(root: Path, problems: list[str]) -> dict[str, bytes]:
+def _read_folder(root: Path, problems: list[str], limits: ArchiveLimits) -> dict[str, bytes]:
+    """The package files of a folder; each file's size is checked with ``os.stat`` before it is
+    read, and the walk stops past ``limits.max_entries`` entries."""
     files: dict[str, bytes] = {}
     total = 0
-
-    def on_error(exc: OSError) -> None:
-        problems.append(f"cannot read folder {exc.filename}: {exc.strerror or exc}")
-
-    for dirpath, dirnames, filenames in os.walk(root, onerror=on_error, followlinks=False):
-        here = Path(dirpath)
-        rel_dir = here.relative_to(root)
-        kept_dirs = []
-        for name in sorted(dirnames):
-            if name in IGNORED_DIRS:
-                continue
-            if (here / name).is_symlink():
-                rel = (rel_dir / name).as_posix()
-                problems.append(f"{rel}: symlinks are not allowed in a package (skipped)")
-                continue
-            kept_dirs.append(name)
-        dirnames[:] = kept_dirs
-        for name in sorted(filenames):
+    for rel_dir, here, dirs, names in _walk(root, problems, limits):
+        dirs[:] = [d for d in dirs if _keep_dir(here, rel_dir, d, problems)]
+        for name in names:
             full = here / name
             rel = (rel_dir / name).as_posix()
             if is_ignored(rel):
@@ -298,23 +303,88 @@ def _read_folder(root: Path, problems: list[str]) -> dict[str, bytes]:
             if not full.is_file():
                 problems.append(f"{rel}: not a regular file (skipped)")
                 continue
-            if len(files) >= MAX_FILES:
-                problems.append(f"package has more than the limit of {MAX_FILES} files")
+            if len(files) >= limits.max_files:
+                problems.append(f"package has more than the limit of {limits.max_files} files")
                 raise _Unreadable
             try:
-                total += full.stat().st_size
-                if total > MAX_TOTAL_BYTES:
-                    problems.append(f"package is larger than the limit of {MAX_TOTAL_BYTES} bytes")
+                size = full.stat().st_size
+                if size > limits.max_entry_bytes:
+                    problems.append(
+                        f"{rel} is {size} bytes, more than the limit of "
+                        f"{limits.max_entry_bytes} bytes per file"
+                    )
                     raise _Unreadable
-                files[rel] = full.read_bytes()
+                if total + size > limits.max_total_bytes:
+                    problems.append(
+                        f"package is larger than the limit of {limits.max_total_bytes} bytes"
+                    )
+                    raise _Unreadable
+                data = read_file_bounded(full, limits.max_entry_bytes, rel)
+                total += len(data)
+                if total > limits.max_total_bytes:  # it grew since the stat
+                    problems.append(
+                        f"package is larger than the limit of {limits.max_total_bytes} bytes"
+                    )
+                    raise _Unreadable
+                files[rel] = data
+            except ArchiveError as exc:  # it grew past the limit since the stat
+                problems.append(str(exc))
+                raise _Unreadable from None
+            except EntryError as exc:
+                problems.append(f"{exc} (skipped)")
             except OSError as exc:
                 problems.append(f"{rel}: cannot read: {exc.strerror or exc}")
     return files
 
 
-def _read_zip(data: bytes, problems: list[str]) -> dict[str, bytes]:
+def _keep_dir(here: Path, rel_dir: Path, name: str, problems: list[str]) -> bool:
+    if name in IGNORED_DIRS:
+        return False
+    if (here / name).is_symlink():
+        rel = (rel_dir / name).as_posix()
+        problems.append(f"{rel}: symlinks are not allowed in a package (skipped)")
+        return False
+    return True
+
+
+def _walk(
+    root: Path, problems: list[str], limits: ArchiveLimits
+) -> Iterator[tuple[Path, Path, list[str], list[str]]]:
+    """Like ``os.walk`` (top down, sorted, symlinks not followed), but it stops with a problem
+    once more than ``limits.max_entries`` entries were listed, without listing the rest."""
+    seen = 0
+    pending = [Path(".")]
+    while pending:
+        rel_dir = pending.pop()
+        here = root / rel_dir
+        dirs: list[str] = []
+        names: list[str] = []
+        try:
+            with os.scandir(here) as listing:
+                for entry in listing:
+                    seen += 1
+                    if seen > limits.max_entries:
+                        problems.append(
+                            f"package folder has more than the limit of {limits.max_entries} "
+                            "entries"
+                        )
+                        raise _Unreadable
+                    (dirs if entry.is_dir() else names).append(entry.name)
+        except OSError as exc:
+            problems.append(f"cannot read folder {here}: {exc.strerror or exc}")
+            continue
+        dirs.sort()
+        names.sort()
+        yield rel_dir, here, dirs, names
+        pending.extend(rel_dir / d for d in reversed(dirs))
+
+
+def _read_zip(data: bytes, problems: list[str], limits: ArchiveLimits) -> dict[str, bytes]:
     try:
-        zf = zipfile.ZipFile(io.BytesIO(data))
+        zf = BoundedZip(data, limits)
+    except ArchiveError as exc:
+        problems.append(str(exc))
+        raise _Unreadable from None
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
         problems.append(f"not a valid zip file: {exc}")
         raise _Unreadable from None
@@ -336,24 +406,20 @@ def _read_zip(data: bytes, problems: list[str]) -> dict[str, bytes]:
             if info.is_dir():
                 continue
             entries.append((_clean_path(name), info))
-        if len(entries) > MAX_FILES:
-            problems.append(f"zip has {len(entries)} files, more than the limit of {MAX_FILES}")
-            raise _Unreadable
-        declared = sum(info.file_size for _, info in entries)
-        if declared > MAX_TOTAL_BYTES:
-            problems.append(
-                f"zip unpacks to {declared} bytes, more than the limit of {MAX_TOTAL_BYTES}"
-            )
-            raise _Unreadable
         files: dict[str, bytes] = {}
-        for name, info in entries:
-            if name in files:
-                problems.append(f"zip entry {name!r} appears more than once")
-                continue
-            try:
-                files[name] = zf.read(info)
-            except Exception as exc:  # encrypted, corrupt, unsupported compression...
-                problems.append(f"zip entry {info.filename!r} cannot be read: {exc}")
+        try:
+            zf.check_claims([info for _, info in entries])
+            for name, info in entries:
+                if name in files:
+                    problems.append(f"zip entry {name!r} appears more than once")
+                    continue
+                try:
+                    files[name] = zf.read(info)
+                except EntryError as exc:
+                    problems.append(str(exc))
+        except ArchiveError as exc:
+            problems.append(str(exc))
+            raise _Unreadable from None
     return _strip_top_folder(files)
 
 

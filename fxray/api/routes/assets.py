@@ -2,7 +2,8 @@
 
 Uploading an asset (developer) stores it and publishes a ``fxray.asset.uploaded`` event, so the
 services linked to that type run on it; viewers list and download. Asset paths are relative,
-``/``-separated, at most 512 characters, without ``..`` segments or control characters.
+``/``-separated, at most 512 characters, without ``..`` segments or control characters. Assets
+are stored as sent (a zip is not unpacked), streamed in chunks, at most ``asset_max_bytes``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from contextlib import contextmanager
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, File, Form, Query, UploadFile, status
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile, status
 from fastapi import Path as PathParam
 from fastapi.responses import StreamingResponse
 from minio.error import S3Error
@@ -25,7 +26,7 @@ from fxray.api.errors import ApiError, invalid, not_found
 from fxray.api.pagination import Page, Paging
 from fxray.api.schemas.assets import AssetOut, UploadOut
 from fxray.api.schemas.common import NAME_PATTERN
-from fxray.api.uploads import limited_body, too_large
+from fxray.api.uploads import limited_body, settings_of, too_large
 from fxray.packages.assets import (
     MAX_PATH_LENGTH,
     AssetInfo,
@@ -38,13 +39,17 @@ from fxray.store import StateStore
 
 router = APIRouter(tags=["assets"])
 
-MAX_ASSET_BYTES = 256 * 1024 * 1024
-"""Largest file accepted; the request body may be a little larger (multipart framing)."""
 CONTENT_TYPE_PATTERN = r"^[A-Za-z0-9][\w.+-]*/[\w.+-]+( *;[ -~]*)?$"
 _CONTENT_TYPE_RE = re.compile(CONTENT_TYPE_PATTERN)
 
 ProjectName = Annotated[str, PathParam(pattern=NAME_PATTERN, description="Project name")]
 AssetPath = Annotated[str, PathParam(description="The asset's path, e.g. in/orders.csv")]
+
+
+def _asset_limit(request: Request) -> int:
+    """Largest file accepted (``asset_max_bytes``); the request body may be a little larger
+    (multipart framing)."""
+    return settings_of(request).asset_max_bytes
 
 
 def _asset_out(info: AssetInfo) -> AssetOut:
@@ -126,9 +131,10 @@ def upload_asset(
     kind = content_type
     if kind is None and file.content_type and _CONTENT_TYPE_RE.match(file.content_type):
         kind = file.content_type if file.content_type != "application/octet-stream" else None
-    size = file.size
-    if size is not None and size > MAX_ASSET_BYTES:
-        raise too_large(MAX_ASSET_BYTES, "file")
+    most = platform.settings.asset_max_bytes
+    size = file.size  # the bytes the form parser really received
+    if size is not None and size > most:
+        raise too_large(most, "file")
     with _store_errors():
         info = platform.upload_asset(project, path, file.file, kind)
     return UploadOut(**_asset_out(info).model_dump(), event_id=info.event_id or "")
@@ -139,7 +145,7 @@ router.add_api_route(
     upload_asset,
     methods=["POST"],
     status_code=status.HTTP_201_CREATED,
-    route_class_override=limited_body(MAX_ASSET_BYTES, "file"),
+    route_class_override=limited_body(_asset_limit, "file"),
     responses={413: {"description": "The file is larger than the limit"}},
 )
 

@@ -7,14 +7,12 @@ is one immutable version, and deploying the same content again changes nothing.
 
 from __future__ import annotations
 
-import io
 import json
 import time
-import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile, status
 from fastapi import Path as PathParam
 
 from fxray.api.auth import Caller, Principal, Role, require_project, visible_service
@@ -34,9 +32,10 @@ from fxray.api.schemas.services import (
     SyncOut,
     VersionOut,
 )
-from fxray.api.uploads import limited_body, too_large
+from fxray.api.uploads import limited_body, settings_of, too_large
 from fxray.packages import git as gitsync
-from fxray.services.package import MAX_FILES, MAX_TOTAL_BYTES, load_package_bytes
+from fxray.packages.archive import ArchiveLimits
+from fxray.services.package import load_package_bytes
 from fxray.store import NotFound, StateStore
 
 if TYPE_CHECKING:
@@ -45,11 +44,6 @@ if TYPE_CHECKING:
     from fxray.store.repositories import RepositoryRecord
 
 router = APIRouter(tags=["services"])
-
-MAX_UPLOAD_BYTES = MAX_TOTAL_BYTES
-"""Largest zip accepted; the request body may be a little larger (multipart framing)."""
-MAX_ZIP_ENTRIES = 10 * MAX_FILES
-"""Entries (files, folders, junk) a zip may list before it is refused unread."""
 
 SERVICE_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 LABEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$"
@@ -134,21 +128,10 @@ def _target_project(store: StateStore, caller: Principal, project: str | None) -
     return target
 
 
-def _check_zip_listing(data: bytes) -> None:
-    """Refuse a zip listing more entries than :data:`MAX_ZIP_ENTRIES` before reading its
-    listing (each entry costs memory even when it is junk the package leaves out)."""
-    try:
-        end = zipfile._EndRecData(io.BytesIO(data))  # type: ignore[attr-defined]
-    except Exception:  # not a zip at all: load_package_bytes says so
-        return
-    if end is None:
-        return
-    entries = end[zipfile._ECD_ENTRIES_TOTAL]  # type: ignore[attr-defined]
-    if entries > MAX_ZIP_ENTRIES:
-        raise invalid(
-            "the service package is invalid",
-            [f"zip lists {entries} entries, more than the limit of {MAX_ZIP_ENTRIES}"],
-        )
+def _upload_limit(request: Request) -> int:
+    """Largest zip accepted (``package_max_upload_bytes``); the request body may be a little
+    larger (multipart framing)."""
+    return settings_of(request).package_max_upload_bytes
 
 
 # -- services ---------------------------------------------------------------------------------
@@ -203,14 +186,15 @@ def upload_service(
 
     Answers 201 with the new version, or 200 (``created: false``) when the same content was
     deployed before. An invalid or unsafe package (paths escaping the folder, symlinks, too
-    large, too many files, an invalid manifest) answers 422 listing every problem; a body over
-    the size limit 413; a service name owned by another project 409.
+    many entries or files, more real bytes or a higher compression ratio than the limits, an
+    invalid manifest) answers 422 listing every problem; a body over the size limit 413; a
+    service name owned by another project 409. The zip is decompressed in bounded chunks.
     """
     target = _target_project(store, caller, project)
-    data = file.file.read(MAX_UPLOAD_BYTES + 1)
-    if len(data) > MAX_UPLOAD_BYTES:
-        raise too_large(MAX_UPLOAD_BYTES, "upload")
-    _check_zip_listing(data)
+    most = platform.settings.package_max_upload_bytes
+    data = file.file.read(most + 1)
+    if len(data) > most:
+        raise too_large(most, "upload")
     deployment = platform.deploy(data, label=label, deployed_by=caller.key_id, project=target)
     if not deployment.created:
         response.status_code = status.HTTP_200_OK
@@ -227,7 +211,7 @@ router.add_api_route(
     upload_service,
     methods=["POST"],
     status_code=status.HTTP_201_CREATED,
-    route_class_override=limited_body(MAX_UPLOAD_BYTES, "upload"),
+    route_class_override=limited_body(_upload_limit, "upload"),
     responses={
         200: {"model": DeployOut, "description": "The same content was deployed before"},
         413: {"description": "The upload is larger than the limit"},
@@ -300,7 +284,9 @@ def get_docs(
 def _package(platform: Platform, version: VersionRecord) -> Any:
     if platform.packages is None:
         raise ApiError(503, "the platform is not started")
-    return load_package_bytes(platform.packages.get(version.content_hash), source=version.id)
+    limits = ArchiveLimits.from_settings(platform.settings)
+    data = platform.packages.get(version.content_hash)
+    return load_package_bytes(data, version.id, limits=limits)
 
 
 # -- git repositories -------------------------------------------------------------------------
@@ -342,7 +328,9 @@ def register_repository(
 ) -> RepositoryOut:
     """Register a git repository (developer); ``POST .../sync`` deploys its services."""
     problems = []
-    url_problem = gitsync.url_problem(body.url, allow_local=_allow_local(platform))
+    url_problem = gitsync.url_problem(
+        body.url, allow_local=_allow_local(platform)
+    ) or gitsync.address_problem(body.url, platform.settings.git_allowed_hosts, resolve=None)
     if url_problem:
         problems.append({"location": "body.url", "message": url_problem})
     ref_problem = gitsync.ref_problem(body.ref)
@@ -386,7 +374,11 @@ def sync_repository(
 
     try:
         result = gitsync.sync(
-            repository.url, repository.ref, deploy, allow_local=_allow_local(platform)
+            repository.url,
+            repository.ref,
+            deploy,
+            allow_local=_allow_local(platform),
+            allowed_hosts=platform.settings.git_allowed_hosts,
         )
     except (gitsync.GitError, ValueError) as exc:
         raise invalid(f"cannot sync repository {repository_id!r}", [str(exc)]) from None

@@ -4,6 +4,7 @@ list, download, delete; roles and path checks. Local assets on SQLite, and asset
 from __future__ import annotations
 
 import hashlib
+import tracemalloc
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,12 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from fxray.api.routes import assets as assets_routes
 from fxray.events import cloudevent as ev
 from fxray.packages.assets import LocalAssetStore, S3AssetStore
 from tests.integration.api.conftest import ApiHarness, start_api
 from tests.integration.conftest import write_service
 from tests.integration.packages.conftest import client_for, drop_bucket, s3_settings
+from tests.unit.packages.bombs import MIB, lying_bomb
 
 if TYPE_CHECKING:
     from tests.integration.api.conftest import ProjectKeys
@@ -216,13 +217,36 @@ def test_bad_paths_in_urls_are_refused(sqlite_api: ApiHarness) -> None:
 
 def test_upload_over_the_limit(sqlite_api: ApiHarness, monkeypatch: pytest.MonkeyPatch) -> None:
     api, keys = sqlite_api, sqlite_api.project("assets")
-    monkeypatch.setattr(assets_routes, "MAX_ASSET_BYTES", 1000)
+    monkeypatch.setattr(api.platform.settings, "asset_max_bytes", 1000)
     answer = _upload(api, keys.name, "big.bin", b"x" * 200_000, keys.developer)
     assert answer.status_code == 413, answer.text
+    framed = _upload(api, keys.name, "big.bin", b"x" * 5000, keys.developer)  # < the framing
+    assert framed.status_code == 413, framed.text
+    assert framed.json()["error"]["message"] == "the file is larger than the limit of 1000 bytes"
     assert (
         api.client.get(f"/api/v1/projects/{keys.name}/assets", headers=keys.viewer).json()["total"]
         == 0
     )
+
+
+def test_a_zip_bomb_asset_is_stored_as_is(sqlite_api: ApiHarness) -> None:
+    """Assets are never unpacked: a zip whose entry claims 1,000 bytes and expands to 200 MB is
+    stored as its 0.2 MB, streamed in chunks, with little memory."""
+    api, keys = sqlite_api, sqlite_api.project("assets")
+    bomb = lying_bomb()
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        answer = _upload(api, keys.name, "in/bomb.zip", bomb, keys.developer, "application/zip")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["size"] == len(bomb)
+    assert answer.json()["sha256"] == hashlib.sha256(bomb).hexdigest()
+    assert peak < api.platform.settings.archive_chunk_bytes + 8 * MIB, peak
+    got = api.client.get(f"/api/v1/projects/{keys.name}/assets/in/bomb.zip", headers=keys.viewer)
+    assert got.content == bomb
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ import io
 import json
 import os
 import stat
+import tracemalloc
 import uuid
 import zipfile
 from collections.abc import Iterator
@@ -14,12 +15,11 @@ from typing import Any
 
 import pytest
 
-import fxray.api.routes.services as services_module
-import fxray.services.package as package_module
 from fxray.services import load_package
 from tests.git_repo import git
 from tests.integration.api.conftest import ApiHarness, database_url, start_api
 from tests.integration.conftest import write_service
+from tests.unit.packages.bombs import BOMB_BYTES, BOMB_ENTRY, MIB, lying_bomb, zip_with_zeros
 
 V1 = "/api/v1"
 
@@ -292,20 +292,21 @@ def test_too_large_and_too_many_files(
     sqlite_api: ApiHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     team = sqlite_api.project()
-    monkeypatch.setattr(package_module, "MAX_TOTAL_BYTES", 10_000)
+    settings = sqlite_api.platform.settings
+    monkeypatch.setattr(settings, "package_max_total_bytes", 10_000)
     big = raw_zip([manifest_entry(), ("main.py", b"#" * 20_000)])
     problems = problems_of(upload(sqlite_api, big, team.developer))
     assert any("more than the limit of 10000" in p for p in problems), problems
 
-    monkeypatch.setattr(package_module, "MAX_FILES", 5)
+    monkeypatch.setattr(settings, "package_max_files", 5)
     many = raw_zip([manifest_entry(), *((f"f{i}.py", b"") for i in range(10))])
     problems = problems_of(upload(sqlite_api, many, team.developer))
     assert any("more than the limit of 5" in p for p in problems), problems
 
-    monkeypatch.setattr(services_module, "MAX_ZIP_ENTRIES", 20)
+    monkeypatch.setattr(settings, "package_max_entries", 20)
     junk = raw_zip([manifest_entry(), *((f"__pycache__/m{i}.pyc", b"") for i in range(30))])
     problems = problems_of(upload(sqlite_api, junk, team.developer))
-    assert any("lists 31 entries" in p for p in problems), problems
+    assert problems == ["zip lists 31 entries, more than the limit of 20"]
 
     assert problems_of(upload(sqlite_api, b"not a zip at all", team.developer))
 
@@ -314,7 +315,7 @@ def test_request_body_over_the_limit(
     sqlite_api: ApiHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     team = sqlite_api.project()
-    monkeypatch.setattr(services_module, "MAX_UPLOAD_BYTES", 1000)
+    monkeypatch.setattr(sqlite_api.platform.settings, "package_max_upload_bytes", 1000)
     body = os.urandom(200_000)
     declared = upload(sqlite_api, body, team.developer)
     assert declared.status_code == 413, declared.text
@@ -333,6 +334,56 @@ def test_request_body_over_the_limit(
         headers={**team.developer, "Content-Type": f"multipart/form-data; boundary={boundary}"},
     )
     assert streamed.status_code == 413, streamed.text
+
+
+def test_upload_over_the_limit_but_within_the_framing(
+    sqlite_api: ApiHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    team = sqlite_api.project()
+    monkeypatch.setattr(sqlite_api.platform.settings, "package_max_upload_bytes", 1000)
+    answer = upload(sqlite_api, os.urandom(5000), team.developer)  # within the 64 KiB framing
+    assert answer.status_code == 413, answer.text
+    assert answer.json()["error"]["message"] == "the upload is larger than the limit of 1000 bytes"
+
+
+def test_lying_header_zip_bomb_is_refused_in_bounded_memory(sqlite_api: ApiHarness) -> None:
+    """0.2 MB whose entry claims 1,000 bytes and expands to 200 MB: refused with 422 while the
+    process (client, app and platform share it) allocates little more than the chunk size. The
+    code before bounded reading inflated the entry whole first (~440 MB)."""
+    team = sqlite_api.project()
+    bomb = lying_bomb()
+    chunk = sqlite_api.platform.settings.archive_chunk_bytes
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        answer = upload(sqlite_api, bomb, team.developer)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert problems_of(answer) == [
+        f"zip entry {BOMB_ENTRY!r} is corrupt: its data does not match the size and CRC-32 its "
+        f"headers claim (Bad CRC-32 for file {BOMB_ENTRY!r})"
+    ]
+    print(f"\npeak while the API refused the lying-header bomb: {peak} bytes")
+    assert peak < chunk + 8 * MIB, peak
+    assert sqlite_api.client.get(f"{V1}/services/bomb", headers=team.viewer).status_code == 404
+
+
+def test_huge_and_highly_compressed_entries_are_refused(
+    sqlite_api: ApiHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    team = sqlite_api.project()
+    settings = sqlite_api.platform.settings
+    huge = problems_of(upload(sqlite_api, zip_with_zeros(BOMB_BYTES), team.developer))
+    assert huge == [
+        f"zip entry {BOMB_ENTRY!r} claims {BOMB_BYTES} bytes, more than the limit of "
+        f"{settings.package_max_entry_bytes} bytes per file"
+    ]
+    (ratio,) = problems_of(upload(sqlite_api, zip_with_zeros(5 * MIB), team.developer))
+    assert "more than the compression ratio limit of 200" in ratio, ratio
+    monkeypatch.setattr(settings, "archive_max_ratio", 2000.0)  # the setting decides
+    made = upload(sqlite_api, zip_with_zeros(5 * MIB, service=unique("zeros")), team.developer)
+    assert made.status_code == 201, made.text
 
 
 def test_invalid_manifest_lists_every_problem(sqlite_api: ApiHarness) -> None:
@@ -496,6 +547,55 @@ def test_git_sync_failures(git_api: ApiHarness, tmp_path: Path) -> None:
         )
         assert failed.status_code == 422, failed.text
         assert "git" in failed.json()["error"]["problems"][0]
+
+
+def test_git_sync_checks_file_sizes(
+    git_api: ApiHarness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api = git_api
+    team = api.project()
+    alpha, beta = unique("alpha"), unique("beta")
+    repo = make_repo(tmp_path / "repo", alpha, beta)
+    (repo / alpha / "big.bin").write_bytes(bytes(2 * MIB))
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "big")
+    monkeypatch.setattr(api.platform.settings, "package_max_entry_bytes", MIB)
+    made = api.client.post(
+        f"{V1}/repositories", json={"url": repo.as_uri()}, headers=team.developer
+    ).json()
+    synced = api.client.post(f"{V1}/repositories/{made['id']}/sync", headers=team.developer)
+    assert synced.status_code == 200, synced.text
+    by_folder = {r["folder"]: r for r in synced.json()["results"]}
+    assert by_folder[alpha]["problems"] == [
+        f"big.bin is {2 * MIB} bytes, more than the limit of {MIB} bytes per file"
+    ]
+    assert by_folder[beta]["created"] is True
+
+
+def test_git_hosts_must_be_public_unless_allowed(
+    sqlite_api: ApiHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    team = sqlite_api.project()
+    for url in ("https://127.0.0.1/acme/x.git", "https://[::1]/x.git", "git@10.0.0.5:acme/x"):
+        answer = sqlite_api.client.post(
+            f"{V1}/repositories", json={"url": url}, headers=team.developer
+        )
+        (problem,) = answer.json()["error"]["problems"]
+        assert answer.status_code == 422 and problem["location"] == "body.url"
+        assert "git_allowed_hosts" in problem["message"], problem
+    monkeypatch.setattr(sqlite_api.platform.settings, "git_allowed_hosts", ["127.0.0.1"])
+    made = sqlite_api.client.post(
+        f"{V1}/repositories", json={"url": "https://127.0.0.1:9/acme/x.git"}, headers=team.developer
+    )
+    assert made.status_code == 201, made.text
+    rid = made.json()["id"]
+    synced = sqlite_api.client.post(f"{V1}/repositories/{rid}/sync", headers=team.developer)
+    (problem,) = problems_of(synced)
+    assert problem.startswith("git clone failed"), problem  # allowed: git ran, found no server
+    monkeypatch.setattr(sqlite_api.platform.settings, "git_allowed_hosts", [])
+    refused = sqlite_api.client.post(f"{V1}/repositories/{rid}/sync", headers=team.developer)
+    (problem,) = problems_of(refused)
+    assert "'127.0.0.1' is a loopback address" in problem, problem
 
 
 @pytest.mark.parametrize(

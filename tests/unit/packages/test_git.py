@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from fxray.packages import git as gitsync
+from fxray.packages.archive import ArchiveLimits
 from fxray.packages.git import Deployed, GitError
 from fxray.services import load_package
 from fxray.services.package import PackageError
@@ -224,3 +225,112 @@ def test_too_many_service_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     write_service(root / "b", "b")
     with pytest.raises(ValueError, match="more than the limit of 1"):
         gitsync.deploy_folders(root, "c" * 40, lambda f, c: Deployed(f.name, "v", True))
+
+
+# -- hosts git may reach ------------------------------------------------------------------------
+
+ADDRESSES = {
+    "git.example.com": ["140.82.121.3", "2606:50c0:8000::154"],
+    "inside.example.com": ["10.0.0.5"],
+    "rebound.example.com": ["140.82.121.3", "127.0.0.1"],
+    "metadata.example.com": ["169.254.169.254"],
+    "v6.example.com": ["fe80::1%eth0"],
+}
+
+
+def fake_resolve(host: str) -> list[str]:
+    """No network: names resolve from ADDRESSES only."""
+    if host not in ADDRESSES:
+        raise OSError(f"unknown host {host}")
+    return ADDRESSES[host]
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("http://127.0.0.1/x.git", "'127.0.0.1' is a loopback address"),
+        ("http://[::1]/x.git", "'::1' is a loopback address"),
+        ("http://169.254.169.254/x", "'169.254.169.254' is a link-local address"),
+        ("http://10.0.0.5/x", "'10.0.0.5' is a private address"),
+        ("https://192.168.1.20/x.git", "a private address"),
+        ("https://[::ffff:127.0.0.1]/x.git", "a loopback address"),
+        ("https://0.0.0.0/x.git", "an unspecified address"),
+        ("https://100.64.0.1/x.git", "a non-public address"),
+        ("ssh://git@10.1.2.3/x.git", "a private address"),
+        ("git@172.16.0.9:acme/x.git", "a private address"),
+        ("https://inside.example.com/x.git", "resolves to 10.0.0.5, a private address"),
+        ("https://rebound.example.com/x.git", "resolves to 127.0.0.1, a loopback address"),
+        ("git@metadata.example.com:a/b", "resolves to 169.254.169.254, a link-local address"),
+        ("https://v6.example.com/x.git", "resolves to fe80::1, a link-local address"),
+        ("https://nowhere.example.com/x.git", "cannot resolve the host 'nowhere.example.com'"),
+    ],
+)
+def test_non_public_hosts_are_refused(url: str, words: str) -> None:
+    problem = gitsync.address_problem(url, resolve=fake_resolve)
+    assert problem is not None and words in problem, problem
+    assert "git_allowed_hosts" in problem or "resolve" in problem
+
+
+def test_public_and_allowed_hosts_pass() -> None:
+    assert gitsync.address_problem("https://git.example.com/a/b", resolve=fake_resolve) is None
+    assert gitsync.address_problem("git@git.example.com:a/b", resolve=fake_resolve) is None
+    for allowed in (["inside.example.com"], ["INSIDE.example.com."], ["10.0.0.0/8"], ["10.0.0.5"]):
+        url = "https://inside.example.com/x.git"
+        assert gitsync.address_problem(url, allowed, resolve=fake_resolve) is None, allowed
+    assert gitsync.address_problem("http://127.0.0.1/x.git", ["127.0.0.1"]) is None
+    assert gitsync.address_problem("http://[::1]/x.git", ["::1/128"]) is None
+    # an allowed network covers only its addresses
+    url = "https://rebound.example.com/x.git"
+    assert gitsync.address_problem(url, ["10.0.0.0/8"], resolve=fake_resolve) is not None
+
+
+def test_names_are_not_resolved_without_a_resolver_or_when_allowed() -> None:
+    def no_dns(host: str) -> list[str]:
+        raise AssertionError(f"resolved {host}")
+
+    assert gitsync.address_problem("https://inside.example.com/x", resolve=None) is None
+    assert gitsync.address_problem("https://10.0.0.5/x", resolve=None) is not None  # literal
+    assert gitsync.address_problem("https://a.example/x", ["a.example"], resolve=no_dns) is None
+    for url in ("file:///srv/repo", "/srv/repo"):
+        assert gitsync.address_problem(url, resolve=no_dns) is None  # local: allow_local decides
+
+
+def test_checkout_refuses_a_private_host_before_running_git(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"resolves to 10\.0\.0\.5, a private address"):
+        gitsync.checkout(
+            "https://inside.example.com/acme/x.git", "main", tmp_path / "out", resolve=fake_resolve
+        )
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ValueError, match="a loopback address"):
+        gitsync.sync("https://127.0.0.1/acme/x.git", "main", lambda f, c: Deployed("", "", True))
+
+
+def test_https_checkouts_are_pinned_and_follow_no_redirects() -> None:
+    config = gitsync._pins("https://git.example.com:8443/a/b.git", ["140.82.121.3", "2606::1"])
+    assert config == [
+        ("http.followRedirects", "false"),
+        ("http.curloptResolve", "git.example.com:8443:140.82.121.3,[2606::1]"),
+    ]
+    env = gitsync._git_env(False, config)
+    assert env["GIT_CONFIG_COUNT"] == "2"
+    assert env["GIT_CONFIG_KEY_1"] == "http.curloptResolve"
+    assert gitsync._pins("git@git.example.com:a/b", ["140.82.121.3"]) == []
+    assert "GIT_CONFIG_COUNT" not in gitsync._git_env(True)
+
+
+def test_a_huge_file_in_a_service_folder_is_refused_unread(repo: Path) -> None:
+    (repo / "alpha" / "big.bin").write_bytes(bytes(3 * 1024 * 1024))
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "big")
+    limits = ArchiveLimits(max_entry_bytes=1024 * 1024)
+
+    def deploy(folder: Path, commit: str) -> Deployed:
+        package = load_package(folder, limits)
+        return Deployed(package.name, package.short_hash, True)
+
+    result = gitsync.sync(str(repo), "main", deploy, allow_local=True)
+    by_folder = {r.folder: r for r in result.folders}
+    assert by_folder["alpha"].problems == [
+        "big.bin is 3145728 bytes, more than the limit of 1048576 bytes per file"
+    ]
+    assert by_folder["beta"].ok

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 import fxray.services.package as package_module
+from fxray.packages.archive import ArchiveLimits
 from fxray.services import PackageError, ServicePackage, load_package, load_package_bytes
 from fxray.services.package import compute_content_hash, parse_requirements, requirements_hash
 
@@ -513,31 +514,30 @@ def test_symlink_in_folder(tmp_path: Path) -> None:
 
 def test_too_many_files_in_zip() -> None:
     files = good_files()
-    files.update({f"data/{i}.txt": b"" for i in range(package_module.MAX_FILES)})
+    files.update({f"data/{i}.txt": b"" for i in range(ArchiveLimits().max_files)})
     problems = problems_of(files)
     count = len(files)
     assert problems == [f"zip has {count} files, more than the limit of 1000"]
 
 
-def test_too_many_files_in_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(package_module, "MAX_FILES", 5)
+def test_too_many_files_in_folder(tmp_path: Path) -> None:
     files = good_files()
     assert len(files) > 5
     with pytest.raises(PackageError) as info:
-        load_package(write_folder(tmp_path / "pkg", files))
+        load_package(write_folder(tmp_path / "pkg", files), ArchiveLimits(max_files=5))
     assert info.value.problems == ["package has more than the limit of 5 files"]
 
 
-def test_too_large(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(package_module, "MAX_TOTAL_BYTES", 100)
+def test_too_large(tmp_path: Path) -> None:
+    limits = ArchiveLimits(max_total_bytes=100)
     files = good_files(**{"big.bin": b"x" * 200})
     with pytest.raises(PackageError) as info:
-        load_package_bytes(make_zip(files))
+        load_package_bytes(make_zip(files), limits=limits)
     assert len(info.value.problems) == 1
     assert info.value.problems[0].startswith("zip unpacks to ")
     assert info.value.problems[0].endswith("more than the limit of 100")
     with pytest.raises(PackageError) as info:
-        load_package(write_folder(tmp_path / "pkg", files))
+        load_package(write_folder(tmp_path / "pkg", files), limits)
     assert info.value.problems == ["package is larger than the limit of 100 bytes"]
 
 
