@@ -53,6 +53,23 @@ def validate(
         width = max(len(k) for k, _ in rows)
         for key, value in rows:
             out.print(f"  {key:<{width}}  {escape(value)}")
+        _warn_of_clashes(pkg.requirements)
+
+
+def _warn_of_clashes(requirements: list[str]) -> None:
+    """Say which requirements replace a package the platform runs on (see
+    :mod:`fxray.services.clashes`); a warning, not an error: the package is valid."""
+    from fxray.services.clashes import platform_clashes
+
+    clashes = platform_clashes(requirements)
+    for clash in clashes:
+        err.print(f"[yellow]warning:[/] {escape(clash.describe())}")
+    if clashes:
+        err.print(
+            "[yellow]warning:[/] these requirements go first on the version's import path, "
+            "so its executor would import them instead of the platform's own and may fail to "
+            "start; run this service's version in a separate environment, or relax the pins"
+        )
 
 
 @commands.command("run-local")

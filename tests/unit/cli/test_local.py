@@ -346,3 +346,18 @@ def test_db_commands_hide_the_password_and_refuse_a_bad_url(
     monkeypatch.setenv("FXRAY_DATABASE_URL", "postgresql://fx:s3cr3t-pw@127.0.0.1:1/fx")
     down = invoke("db", "upgrade")
     assert down.exit_code == 1 and "s3cr3t-pw" not in down.output
+
+
+def test_validate_warns_of_requirements_that_replace_the_platforms_packages(
+    tmp_path: Path,
+) -> None:
+    folder = write_package(
+        tmp_path,
+        {"name": "pinned", "entrypoint": "main.py"},
+        {"main.py": "pass\n", "requirements.txt": "pydantic==1.10.13\nsix\n"},
+    )
+    result = invoke("validate", folder)
+    assert result.exit_code == 0, result.output
+    assert "valid" in result.output
+    assert "warning: pydantic==1.10.13: the platform runs pydantic 2." in result.output
+    assert "six" not in result.output.split("warning")[1]
