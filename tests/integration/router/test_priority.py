@@ -37,6 +37,8 @@ def test_backlog_runs_by_priority_with_cancel_and_reprioritise(
     for tag, priority in [("p9", 9), ("p5", 5), ("p1", 1), ("p7", 7), ("p3", 3)]:
         queued[tag] = platform.run("lane", {"tag": tag}, priority=priority)
     _wait(lambda: platform.stats()["queued"] == 5)
+    # the queued runs' rows are written by the router's record writer, which does not wait
+    _wait(lambda: all(platform.runs(event_id=e["id"]) for e in queued.values()))
     run_id = {tag: platform.runs(event_id=e["id"])[0].id for tag, e in queued.items()}
 
     assert platform.cancel(run_id["p7"]) == "cancelled"
