@@ -403,17 +403,16 @@ class Platform:
         return event
 
     def publish(self, events: list[dict[str, Any]]) -> None:
-        """Put events on the events topic; :class:`PlatformError` (and none published) if one
-        breaks the event limits (``max_event_bytes``, ``max_event_depth``)."""
+        """Put events on the events topic. :class:`~fxray.events.cloudevent.InvalidEvent`
+        (and none published) if one breaks the event limits (``max_event_bytes``,
+        ``max_event_depth``); it names the event by its place in a batch of several."""
         limits = ev.EventLimits.from_settings(self.settings)
-        for event in events:
-            try:
-                ev.checked_json(event, limits)
-            except ev.InvalidEvent as exc:
-                raise PlatformError(f"event {str(event.get('id'))[:64]!r}: {exc}") from None
-        bus = self._bus()
         mode = self.settings.event_output_mode
-        bus.produce(self.settings.events_topic, [ev.to_outgoing(event, mode) for event in events])
+        records = []
+        for number, event in enumerate(events, start=1):
+            what = f"event {number}" if len(events) > 1 else "the event"
+            records.append(ev.to_outgoing(event, mode, limits, what))
+        self._bus().produce(self.settings.events_topic, records)
 
     def run(
         self,

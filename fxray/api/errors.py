@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from fxray.events.cloudevent import EventTooLarge, InvalidEvent
 from fxray.services import PackageError
 from fxray.store import Conflict, NotFound
 
@@ -96,6 +97,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Conflict)
     async def _conflict(_: Request, exc: Conflict) -> JSONResponse:
         return error_response(409, str(exc))
+
+    @app.exception_handler(InvalidEvent)
+    async def _invalid_event(_: Request, exc: InvalidEvent) -> JSONResponse:
+        # what Platform.publish refuses: an event over the platform's limits
+        return error_response(413 if isinstance(exc, EventTooLarge) else 422, str(exc))
 
     @app.exception_handler(PackageError)
     async def _package(_: Request, exc: PackageError) -> JSONResponse:

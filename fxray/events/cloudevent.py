@@ -118,34 +118,55 @@ def _reject_constant(name: str) -> Any:
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)  # strict: no NaN or Infinity
 
 
-def loads(raw: bytes | str, max_depth: int = MAX_EVENT_DEPTH, what: str = "event") -> Any:
-    """``json.loads`` that refuses JSON nested deeper than ``max_depth`` with
-    :class:`InvalidEvent`, however deep (never a ``RecursionError``)."""
+class NestedTooDeeply(ValueError):
+    """JSON nested past what Python's parser can follow."""
+
+
+def strict_json(raw: bytes | str) -> Any:
+    """The JSON value of UTF-8 bytes or text, without ``NaN`` or ``Infinity``; ``ValueError``
+    saying why not (:class:`NestedTooDeeply` for nesting past the parser, never a
+    ``RecursionError``)."""
     try:
-        value = _DECODER.decode(raw.decode() if isinstance(raw, bytes | bytearray) else raw)
+        return _DECODER.decode(raw.decode() if isinstance(raw, bytes | bytearray) else raw)
     except RecursionError:
+        raise NestedTooDeeply("nested too deeply") from None
+
+
+def loads(raw: bytes | str, max_depth: int = MAX_EVENT_DEPTH, what: str = "event") -> Any:
+    """:func:`strict_json` that refuses JSON nested deeper than ``max_depth``, however deep;
+    :class:`InvalidEvent` saying why."""
+    try:
+        value = strict_json(raw)
+    except NestedTooDeeply:
         raise InvalidEvent(f"{what} nests deeper than the limit of {max_depth} levels") from None
-    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
         raise InvalidEvent(f"{what} is not JSON: {exc}") from exc
     # JSON cannot nest deeper than it has brackets: most events are checked by this count
-    brackets = raw.count(b"[" if isinstance(raw, bytes) else "[")
-    brackets += raw.count(b"{" if isinstance(raw, bytes) else "{")
+    square, curly = (b"[", b"{") if isinstance(raw, bytes | bytearray) else ("[", "{")
+    brackets = raw.count(square) + raw.count(curly)  # type: ignore[arg-type]
     if brackets > max_depth and json_depth(value, max_depth) > max_depth:
         raise InvalidEvent(f"{what} nests deeper than the limit of {max_depth} levels")
     return value
 
 
-def checked_json(event: EventDict, limits: EventLimits = DEFAULT_LIMITS) -> bytes:
+class EventTooLarge(InvalidEvent):
+    """An event over the size limit (the HTTP API answers 413, not 422)."""
+
+
+def checked_json(
+    event: EventDict, limits: EventLimits = DEFAULT_LIMITS, what: str = "event"
+) -> bytes:
     """The event's JSON bytes if it is within ``limits``; :class:`InvalidEvent` if not, or if
-    it cannot be written as JSON. For events built in memory (scripts, mappings, the API)."""
+    it cannot be written as JSON (:class:`EventTooLarge` for its size). For events built in
+    memory (scripts, mappings, the API); ``what`` names it in messages."""
     if json_depth(event, limits.max_depth) > limits.max_depth:
-        raise InvalidEvent(f"event nests deeper than the limit of {limits.max_depth} levels")
+        raise InvalidEvent(f"{what} nests deeper than the limit of {limits.max_depth} levels")
     try:
         raw = to_json(event)
     except (TypeError, ValueError, RecursionError) as exc:
-        raise InvalidEvent(f"event cannot be written as JSON: {exc}") from exc
+        raise InvalidEvent(f"{what} cannot be written as JSON: {exc}") from exc
     if len(raw) > limits.max_bytes:
-        raise InvalidEvent(f"event is {len(raw)} bytes, over the {limits.max_bytes} limit")
+        raise EventTooLarge(f"{what} is {len(raw)} bytes, over the {limits.max_bytes} limit")
     return raw
 
 
@@ -227,8 +248,19 @@ def partition_key(event: EventDict) -> bytes | None:
     return str(key).encode() if key else None
 
 
-def to_outgoing(event: EventDict, mode: str = "structured") -> OutgoingRecord:
-    """An event as a record to produce, keyed by its partition key."""
+def to_outgoing(
+    event: EventDict,
+    mode: str = "structured",
+    limits: EventLimits | None = None,
+    what: str = "event",
+) -> OutgoingRecord:
+    """An event as a record to produce, keyed by its partition key; checked against
+    ``limits`` first if given (:func:`checked_json`, whose bytes a structured record reuses)."""
+    if limits is not None:
+        raw = checked_json(event, limits, what)
+        if mode == "structured":
+            headers = [("content-type", STRUCTURED_CONTENT_TYPE.encode())]
+            return OutgoingRecord(raw, key=partition_key(event), headers=headers)
     value, headers = to_record(event, mode)
     return OutgoingRecord(value, key=partition_key(event), headers=headers)
 

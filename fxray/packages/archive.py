@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from fxray.settings import Settings
@@ -281,14 +281,6 @@ class BoundedZip:
     def read(self, info: zipfile.ZipInfo) -> bytes:
         """The entry's bytes (see :meth:`chunks`)."""
         return b"".join(self.chunks(info))
-
-    def copy(self, info: zipfile.ZipInfo, target: BinaryIO) -> int:
-        """Write the entry into ``target`` chunk by chunk; the bytes written."""
-        written = 0
-        for chunk in self.chunks(info):
-            target.write(chunk)
-            written += len(chunk)
-        return written
 
 
 def read_file_bounded(path: Path, limit: int, name: str | None = None) -> bytes:

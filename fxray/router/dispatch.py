@@ -16,10 +16,10 @@ import logging
 import math
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
+from tenacity import AsyncRetrying, wait_exponential
 
 from fxray.actors.envs import EnvBuildError
 from fxray.actors.executor import BatchOutcome
@@ -264,7 +264,10 @@ class Dispatcher:
         if emitted:
             mode = self.settings.event_output_mode
             records = [ev.to_outgoing(e, mode) for e in emitted]
-            await self._persist("emitted events", self.settings.events_topic, records)
+            await self._persist(
+                "emitted events",
+                lambda: self.bus.produce_async(self.settings.events_topic, records),
+            )
             self.counters["emitted"] += len(emitted)
         failed = [
             failed_run_letter(run.spec, result, run.tp, run.offset)
@@ -272,10 +275,14 @@ class Dispatcher:
             if result.status in (RunStatus.FAILED, RunStatus.TIMED_OUT) and not run.spec.shadow
         ]
         if failed and self.settings.deadletter_failed_runs:
-            await self._persist("dead letters", self.settings.deadletter_topic, failed)
+            await self._persist(
+                "dead letters",
+                lambda: self.bus.produce_async(self.settings.deadletter_topic, failed),
+            )
             self.counters["runs_dead_lettered"] += len(failed)
             self.metrics.observe_dead_letters("failed_run", len(failed))
-        await self._persist("run records", self.records.finished, finals_of(finals))
+        done = [(run.spec, result, run.logs) for run, result in finals]
+        await self._persist("run records", lambda: self.records.finished(done))
         self.metrics.observe_finished((run.spec, result, run.dispatched) for run, result in finals)
         for run, result in finals:
             self.runs.pop(run.spec.run_id, None)
@@ -286,29 +293,22 @@ class Dispatcher:
         if self.delayed:
             self.wakeup.set()
 
-    async def _persist(self, what: str, target: str | Callable[..., Any], items: list[Any]) -> None:
-        """Produce ``items`` to the topic ``target``, or hand them to ``target``, until it
-        works: a bus or database outage delays these runs' completion, never loses it."""
+    async def _persist(self, what: str, send: Callable[[], Awaitable[None]]) -> None:
+        """``send()`` until it works: a bus or database outage delays these runs' completion,
+        never loses it."""
         try:
-            await self._deliver(target, items)
+            await send()
             return
         except Exception as exc:
             self.note_error(f"{what}: {type(exc).__name__}: {exc}; retrying")
         async for attempt in AsyncRetrying(
             wait=wait_exponential(multiplier=0.2, max=5.0),
             stop=lambda _: not self.running,
-            retry=retry_if_exception_type(Exception),
             reraise=True,
         ):
             with attempt:
                 self.counters["persist_retries"] += 1
-                await self._deliver(target, items)
-
-    async def _deliver(self, target: str | Callable[..., Any], items: list[Any]) -> None:
-        if isinstance(target, str):
-            await self.bus.produce_async(target, items)
-        else:
-            await target(items)
+                await send()
 
     def _retry_later(self, run: ActiveRun, result: RunResult) -> None:
         delay = run.backoff_s * (2 ** (run.spec.attempt - 1))
@@ -372,8 +372,3 @@ class Dispatcher:
         while self.running:
             await asyncio.sleep(min(5.0, self.settings.executor_idle_s / 2))
             self.counters["executors_reaped"] += self.pools.reap()
-
-
-def finals_of(done: list[tuple[ActiveRun, RunResult]]) -> list[tuple[Any, RunResult, list[Any]]]:
-    """(spec, result, all log lines) of runs done for good, as the run records take them."""
-    return [(run.spec, result, run.logs) for run, result in done]

@@ -127,14 +127,12 @@ class Routing:
                     record.value, record.headers, limits.max_bytes, limits.max_depth
                 )
                 runs = self._runs_for(event, record)
-            except ev.InvalidEvent as exc:
-                dead.append(bad_record_letter(record, str(exc)))
-                per_record.append((record, []))
-                continue
-            except Exception as exc:  # whatever else one record breaks, it alone is set aside
-                log.exception("record %s:%d:%d", record.topic, record.partition, record.offset)
-                self.counters["route_errors"] += 1
-                reason = f"cannot route: {type(exc).__name__}: {exc}"
+            except Exception as exc:  # whatever one record breaks, it alone is set aside
+                reason = str(exc)
+                if not isinstance(exc, ev.InvalidEvent):
+                    log.exception("record %s:%d:%d", record.topic, record.partition, record.offset)
+                    self.counters["route_errors"] += 1
+                    reason = f"cannot route: {type(exc).__name__}: {reason}"
                 dead.append(bad_record_letter(record, reason))
                 per_record.append((record, []))
                 continue
@@ -149,10 +147,8 @@ class Routing:
             self.metrics.observe_dead_letters("bad_record", len(dead))
             await self.bus.produce_async(self.settings.deadletter_topic, dead)
         # mapped events are on the bus before these records' offsets can be committed
-        mapped, unmapped = self._mapped_events(events)
-        if unmapped:
-            by_id = {event["id"]: record for event, record in zip(events, sources, strict=True)}
-            failed = [bad_record_letter(by_id[event_id], why) for event_id, why in unmapped]
+        mapped, failed = self._mapped_events(events, sources)
+        if failed:
             self.counters["dead_lettered"] += len(failed)
             self.metrics.observe_dead_letters("mapping", len(failed))
             await self.bus.produce_async(self.settings.deadletter_topic, failed)
@@ -177,30 +173,29 @@ class Routing:
         return Routed(events, fresh_per_record, live)
 
     def _mapped_events(
-        self, events: list[dict[str, Any]]
-    ) -> tuple[list[OutgoingRecord], list[tuple[str, str]]]:
+        self, events: list[dict[str, Any]], sources: list[Record]
+    ) -> tuple[list[OutgoingRecord], list[OutgoingRecord]]:
         """The events the active mapping rules make of ``events`` (none of shadow events), and
-        (event id, why) for each event a rule could not map within the event limits."""
+        a dead letter of the record (in ``sources``) of each event a rule could not map within
+        the event limits: the event itself is routed all the same."""
         index = self._mappings()
         if not index:
             return [], []
         mode = self.settings.event_output_mode
         out: list[OutgoingRecord] = []
-        failed: list[tuple[str, str]] = []
-        for event in events:
+        failed: list[OutgoingRecord] = []
+        for event, record in zip(events, sources, strict=True):
             rules = index.get(event["type"])
             if not rules or event.get(ev.SHADOW):
                 continue
             for rule in rules:
                 try:
-                    target = mapped_event(rule, event)
-                    ev.checked_json(target, self.limits)
-                    out.append(ev.to_outgoing(target, mode))
+                    out.append(ev.to_outgoing(mapped_event(rule, event), mode, self.limits))
                 except Exception as exc:  # InvalidEvent, or a rule the data breaks
                     self.counters["mapping_errors"] += 1
                     why = f"mapping {rule.id}: {exc}"
                     self.note_error(f"{why} (event {event['id']})")
-                    failed.append((event["id"], why))
+                    failed.append(bad_record_letter(record, why))
         return out, failed
 
     def _mappings(self) -> dict[str, list[MappingRule]]:
