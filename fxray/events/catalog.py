@@ -27,8 +27,13 @@ idempotent, and every sample validates against the merge of its schemas.
 Caps keep schemas small against hostile events: containers nested deeper than
 :data:`MAX_DEPTH` levels, and objects with more than :data:`MAX_PROPERTIES` keys (in one sample
 or over all samples merged), become opaque (``{"type": "object"}``,
-``{"type": "array", "items": {}}``). Schemas are treated as immutable: results may share
-sub-dicts with the arguments.
+``{"type": "array", "items": {}}``). Those two caps alone would still let a schema grow to
+``MAX_PROPERTIES ** MAX_DEPTH`` nodes, a few new keys per sample, so a whole schema holds at
+most :data:`MAX_SCHEMA_NODES` nodes (property and item schemas, at every level): over that,
+it keeps the most levels from the top that fit, and the containers on the last level kept
+become opaque. Every cap only makes a schema accept more, so every sample still validates.
+Schemas are treated as immutable: results may share sub-dicts with the arguments. The
+functions recurse no deeper than the schemas they read, which :data:`MAX_DEPTH` bounds.
 """
 
 from __future__ import annotations
@@ -43,6 +48,9 @@ MAX_DEPTH = 8
 
 MAX_PROPERTIES = 200
 """Objects with more keys than this (in a sample or over all samples) become opaque."""
+
+MAX_SCHEMA_NODES = 2000
+"""The most property and item schemas in one schema, over all its levels."""
 
 DATE_TIME = "date-time"
 _NULL = "null"
@@ -73,7 +81,7 @@ def is_date_time(text: str) -> bool:
 
 def infer(value: Any) -> Schema:
     """The schema of one JSON value."""
-    return _infer(value, 0)
+    return cap_size(_infer(value, 0))
 
 
 def _infer(value: Any, depth: int) -> Schema:
@@ -123,12 +131,12 @@ def _infer_items(values: list[Any] | tuple[Any, ...], depth: int) -> Schema:
             if all_date_times and not is_date_time(value):
                 all_date_times = False
         else:
-            schema = merge(schema, _infer(value, depth))
+            schema = _merge(schema, _infer(value, depth))
     if scalars:
         scalar_schema: Schema = {"type": _type_value(_normalise(scalars))}
         if "string" in scalars and all_date_times:
             scalar_schema["format"] = DATE_TIME
-        schema = merge(schema, scalar_schema)
+        schema = _merge(schema, scalar_schema)
     return schema
 
 
@@ -149,7 +157,61 @@ def event_schema(event: dict[str, Any]) -> Schema:
 
 
 def merge(a: Schema, b: Schema) -> Schema:
-    """The least schema (of this subset) accepting every value ``a`` or ``b`` accepts."""
+    """The least schema (of this subset, within :data:`MAX_SCHEMA_NODES`) accepting every
+    value ``a`` or ``b`` accepts."""
+    return cap_size(_merge(a, b))
+
+
+def cap_size(schema: Schema) -> Schema:
+    """``schema`` if it has at most :data:`MAX_SCHEMA_NODES` nodes; else its top levels, as
+    many as fit, with the containers of the last one opaque."""
+    per_level = _nodes_per_level(schema)
+    if sum(per_level) <= MAX_SCHEMA_NODES:
+        return schema
+    kept, levels = 0, 0
+    while kept + per_level[levels] <= MAX_SCHEMA_NODES:
+        kept += per_level[levels]
+        levels += 1
+    return _opaque_below(schema, levels)
+
+
+def _children(schema: Schema) -> list[Schema]:
+    children: list[Schema] = list(schema.get("properties", {}).values())
+    items = schema.get("items")
+    if items:
+        children.append(items)
+    return children
+
+
+def _nodes_per_level(schema: Schema) -> list[int]:
+    """How many property and item schemas ``schema`` has at each level below its top."""
+    counts: list[int] = []
+    level = _children(schema)
+    while level:
+        counts.append(len(level))
+        level = [child for node in level for child in _children(node)]
+    return counts
+
+
+def _opaque_below(schema: Schema, levels: int) -> Schema:
+    """``schema`` keeping ``levels`` levels of property and item schemas: the containers on
+    the last level kept (the top one if 0) become opaque."""
+    if levels == 0:
+        out = {k: v for k, v in schema.items() if k not in ("properties", "required")}
+        if "items" in out:
+            out["items"] = {}
+        return out
+    out = dict(schema)
+    if "properties" in schema:
+        out["properties"] = {
+            k: _opaque_below(v, levels - 1) for k, v in schema["properties"].items()
+        }
+    if schema.get("items"):
+        out["items"] = _opaque_below(schema["items"], levels - 1)
+    return out
+
+
+def _merge(a: Schema, b: Schema) -> Schema:
     if not a.get("type"):
         return b
     if not b.get("type"):
@@ -217,7 +279,7 @@ def _merge_object(a: Schema | None, b: Schema | None) -> Schema:
     keys = sorted(props_a.keys() | props_b.keys())
     if len(keys) > MAX_PROPERTIES:
         return {}
-    props = {k: merge(props_a.get(k, {}), props_b.get(k, {})) for k in keys}
+    props = {k: _merge(props_a.get(k, {}), props_b.get(k, {})) for k in keys}
     required = sorted(set(a.get("required", ())) & set(b.get("required", ())))
     return {"properties": props, "required": required}
 
@@ -232,7 +294,7 @@ def _merge_items(a: Schema | None, b: Schema | None) -> Schema | None:
         return items_a
     if items_a == {} or items_b == {}:
         return {}
-    return merge(items_a, items_b)
+    return _merge(items_a, items_b)
 
 
 def diff(old: Schema, new: Schema, path: str = "") -> list[str]:

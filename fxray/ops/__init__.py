@@ -249,6 +249,45 @@ def summary_row(record: dict[str, Any]) -> dict[str, Any] | None:
     return row
 
 
+MAX_TS = 253_402_300_799.0
+"""The last second of year 9999: the latest time a daily index (or a datetime) can name."""
+_STATES = frozenset({QUEUED, STARTED, STEP_STARTED, STEP_FINISHED, FINISHED, FINAL})
+
+
+def record_problem(record: Any) -> str | None:
+    """Why ``record`` (decoded JSON from an ops topic) is not an ops record the sink can
+    write, or None if it is: the fields that place and identify it (kind, ids, time, rank)
+    have the types the sink relies on. Anyone who may produce to the topic can send anything;
+    what the other fields hold is checked where they are used."""
+    if not isinstance(record, dict):
+        return f"not a JSON object but {type(record).__name__}"
+    kind = record.get("kind")
+    if kind == LOG:
+        texts, stamp = ("doc_id", "run_id"), "ts"
+    elif kind == RUN:
+        texts, stamp = ("run_id",), "created_ts"
+        rank, state = record.get("rank"), record.get("state")
+        if type(rank) is not int or rank < 0:
+            return f"rank is {_shown(rank)}, not a whole number >= 0"
+        if state not in _STATES:
+            return f"state is {_shown(state)}, not a lifecycle state"
+    else:
+        return f"unknown kind {_shown(kind)}"
+    for name in texts:
+        value = record.get(name)
+        if type(value) is not str or not value:
+            return f"{name} is {_shown(value)}, not a non-empty string"
+    when = record.get(stamp)
+    if type(when) not in (int, float) or not 0 <= when <= MAX_TS:  # NaN fails too
+        return f"{stamp} is {_shown(when)}, not a time in seconds"
+    return None
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _epoch(stamp: str) -> float:
     return datetime.fromisoformat(stamp).timestamp()
 
@@ -270,5 +309,6 @@ __all__ = [
     "lifecycle_rank",
     "log_record",
     "queued",
+    "record_problem",
     "summary_row",
 ]

@@ -42,6 +42,9 @@ log = logging.getLogger("fxray.ops.elastic")
 
 REQUEST_TIMEOUT_S = 10.0
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+REFUSED_SINK_STATUSES = frozenset({401, 403})
+"""Answers that refuse the sink itself (credentials, privileges), whatever it writes: it waits
+for an operator to fix them, as for an outage, rather than skip records."""
 _VND = re.compile(r"application/vnd\.elasticsearch\+([a-z0-9-]+)(?:\s*;\s*compatible-with=\d+)?")
 
 
@@ -201,13 +204,14 @@ def install_templates(client: Elasticsearch, config: EsConfig) -> None:
 @contextmanager
 def _unavailable_when_away() -> Iterator[None]:
     """Raise :class:`Unavailable` for errors worth retrying later: no connection, a timeout,
-    or a 408/429/5xx answer; anything else as it is."""
+    a 408/429/5xx answer, or a 401/403 (the sink is refused until someone fixes its
+    credentials); anything else as it is."""
     try:
         yield
     except (TransportConnectionError, ConnectionTimeout) as exc:
         raise Unavailable(f"elasticsearch unreachable: {exc}") from exc
     except ApiError as exc:
-        if exc.meta.status in RETRY_STATUSES:
+        if exc.meta.status in RETRY_STATUSES or exc.meta.status in REFUSED_SINK_STATUSES:
             raise Unavailable(f"elasticsearch answered {exc.meta.status}: {exc}") from exc
         raise
 
@@ -234,27 +238,36 @@ def _log_doc(record: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k not in ("kind", "ts")}
 
 
-def bulk_operations(config: EsConfig, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The ``_bulk`` body for ops records: logs by ``doc_id``, run summaries versioned."""
+def bulk_operations(
+    config: EsConfig, records: list[dict[str, Any]], malformed: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """The ``_bulk`` body for ops records: logs by ``doc_id``, run summaries versioned. A record
+    whose fields cannot make an operation is left out (and described in ``malformed``)."""
     body: list[dict[str, Any]] = []
     for record in records:
-        if record.get("state") == ops.FINAL:
-            continue  # the router's record for the database; the attempt's "finished" is here
-        if record.get("kind") == ops.LOG:
-            index = f"{config.logs_alias}-{ops.day(float(record['ts']))}"
-            body.append({"index": {"_index": index, "_id": record["doc_id"]}})
-            body.append(_log_doc(record))
-        else:
-            index = f"{config.runs_alias}-{ops.day(float(record['created_ts']))}"
-            action = {
-                "_index": index,
-                "_id": record["run_id"],
-                "version": int(record["rank"]),
-                "version_type": "external_gte",
-            }
-            body.append({"index": action})
-            body.append(_run_doc(record))
+        try:
+            body.extend(_operation(config, record))
+        except (AttributeError, KeyError, TypeError, ValueError, OverflowError, OSError) as exc:
+            if malformed is not None:
+                doc_id = str(record.get("doc_id") if isinstance(record, dict) else None)[:80]
+                malformed.append(f"{doc_id}: {type(exc).__name__}: {str(exc)[:200]}")
     return body
+
+
+def _operation(config: EsConfig, record: dict[str, Any]) -> list[dict[str, Any]]:
+    if record.get("state") == ops.FINAL:
+        return []  # the router's record for the database; the attempt's "finished" is here
+    if record.get("kind") == ops.LOG:
+        index = f"{config.logs_alias}-{ops.day(float(record['ts']))}"
+        return [{"index": {"_index": index, "_id": record["doc_id"]}}, _log_doc(record)]
+    index = f"{config.runs_alias}-{ops.day(float(record['created_ts']))}"
+    action = {
+        "_index": index,
+        "_id": record["run_id"],
+        "version": int(record["rank"]),
+        "version_type": "external_gte",
+    }
+    return [{"index": action}, _run_doc(record)]
 
 
 @dataclass(slots=True)
@@ -262,17 +275,19 @@ class BulkOutcome:
     written: int = 0
     stale: int = 0  # run records older than the stored state (409): skipped
     rejected: list[str] = field(default_factory=list)  # permanent failures, with reasons
+    malformed: list[str] = field(default_factory=list)  # records that made no operation
 
 
 def write(client: Elasticsearch, config: EsConfig, records: list[dict[str, Any]]) -> BulkOutcome:
     """Bulk-write ops records. Raises :class:`Unavailable` when the batch should be written
     again later (nothing is lost: ids make rewrites idempotent)."""
-    operations = bulk_operations(config, records)
+    malformed: list[str] = []
+    operations = bulk_operations(config, records, malformed)
     if not operations:
-        return BulkOutcome()
+        return BulkOutcome(malformed=malformed)
     with _unavailable_when_away():
         answer = client.bulk(operations=operations)
-    outcome = BulkOutcome()
+    outcome = BulkOutcome(malformed=malformed)
     retry = 0
     for item in answer["items"]:
         result = next(iter(item.values()))

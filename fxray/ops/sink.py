@@ -38,11 +38,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ray
-from sqlalchemy import exc as sa_exc
+from elasticsearch import ApiError
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
-    retry_if_exception_type,
+    retry_if_exception,
     wait_exponential_jitter,
 )
 
@@ -51,7 +51,7 @@ from fxray.bus import EventBus, Record, TopicPartition
 from fxray.events import cloudevent as ev
 from fxray.ops import elastic
 from fxray.settings import Settings
-from fxray.store import StateStore
+from fxray.store import StateStore, database_unavailable, describe_error
 
 log = logging.getLogger("fxray.ops.sink")
 
@@ -60,8 +60,8 @@ MAX_BUFFER = 20_000  # records held before the sink pauses its partitions
 POLL_MAX = 1000
 GATHER_S = 0.05  # wait this long for a batch to fill before writing a small one
 MAX_BACKOFF_S = 5.0
-_LOG_KEYS = ("doc_id", "run_id", "ts")
-_RUN_KEYS = ("run_id", "rank", "created_ts")
+SKIP_REPORT_EVERY_S = 10.0
+"""Records skipped for one reason are counted each, and reported at most this often."""
 
 
 def sink_group(settings: Settings) -> str:
@@ -84,7 +84,7 @@ class _Lane:
     topics: list[str]
     member_id: str
     write: Callable[[list[dict[str, Any]]], Awaitable[None]]
-    unavailable: tuple[type[BaseException], ...]
+    unavailable: Callable[[BaseException], bool]  # the destination is away: retry, don't skip
     consumer: Any = None
     buffer: _Batch = field(default_factory=list)
     has_data: asyncio.Event = field(default_factory=asyncio.Event)
@@ -125,6 +125,7 @@ class OpsSink:
         self.running = False
         self.tasks: list[asyncio.Task[None]] = []
         self.errors: list[str] = []
+        self.skips_reported: dict[str, float] = {}  # reason -> when last reported (monotonic)
         self.summaries: Any = None  # the child actor with the database lane
         s = self.settings
         member = f"{s.instance}.{self.sink_id}"
@@ -135,7 +136,7 @@ class OpsSink:
                 [s.ops_runs_topic],
                 f"{member}.summaries",
                 self._write_summaries,
-                (sa_exc.OperationalError, sa_exc.InterfaceError),
+                database_unavailable,
             )
         else:
             lane = _Lane(
@@ -144,7 +145,7 @@ class OpsSink:
                 [s.ops_runs_topic, s.ops_logs_topic],
                 member,
                 self._write_elasticsearch,
-                (elastic.Unavailable,),
+                lambda exc: isinstance(exc, elastic.Unavailable),
             )
         self.lane = lane
 
@@ -231,10 +232,26 @@ class OpsSink:
             records: list[Record] = await lane.consumer.poll_async(POLL_MAX, 0.1)
             if records:
                 lane.counters["records_in"] += len(records)
-                lane.buffer.extend(
-                    ((r.topic, r.partition), r.offset, _decode(r.value)) for r in records
-                )
+                for r in records:  # a skipped record stays as None: its offset is committed
+                    record, reason, detail = _decode(r.value)
+                    if reason:
+                        self._skipped(reason, f"{r.topic}:{r.partition}:{r.offset}: {detail}")
+                    lane.buffer.append(((r.topic, r.partition), r.offset, record))
                 lane.has_data.set()
+
+    def _skipped(self, reason: str, detail: str) -> None:
+        """Count a record skipped for ``reason``; report it (at most every
+        :data:`SKIP_REPORT_EVERY_S` per reason)."""
+        counters = self.lane.counters
+        counters[reason] += 1
+        now = time.monotonic()
+        last = self.skips_reported.get(reason)
+        if last is None or now - last >= SKIP_REPORT_EVERY_S:
+            self.skips_reported[reason] = now
+            self._note_error(
+                f"{self.lane.name}: skipped a record ({reason}; {counters[reason]} so far): "
+                f"{detail}"
+            )
 
     def _backpressure(self) -> None:
         lane = self.lane
@@ -271,9 +288,32 @@ class OpsSink:
             await self._commit()
 
     async def _write(self, batch: _Batch) -> None:
+        await self._write_or_split([r for _, _, r in batch if r is not None])
+        self.lane.counters["batches"] += 1
+
+    async def _write_or_split(self, records: list[dict[str, Any]]) -> None:
+        """Write ``records`` (waiting while the destination is away). Records it refuses in a
+        way no retry helps are found by halving the batch; each is counted (``rejected``) and
+        reported, and the loop goes on."""
         lane = self.lane
-        records = [r for _, _, r in batch if r is not None]
-        lane.counters["undecodable"] += len(batch) - len(records)
+        try:
+            await self._write_retrying(records)
+            return
+        except Exception as exc:
+            if lane.unavailable(exc):
+                raise  # stopping while the destination is away: redelivered to the next sink
+            if len(records) > 1:
+                lane.counters["batches_split"] += 1
+                half = len(records) // 2
+                await self._write_or_split(records[:half])
+                await self._write_or_split(records[half:])
+                return
+            lane.counters["rejected"] += len(records)
+            doc_id = str(records[0].get("doc_id"))[:80] if records else None
+            self._note_error(f"{lane.name}: record {doc_id} refused: {describe_error(exc)}")
+
+    async def _write_retrying(self, records: list[dict[str, Any]]) -> None:
+        lane = self.lane
 
         def unavailable(state: RetryCallState) -> None:
             if lane.down_since is None:
@@ -285,7 +325,7 @@ class OpsSink:
             self._note_error(f"{lane.name} unavailable (attempt {state.attempt_number}): {exc}")
 
         retrying = AsyncRetrying(
-            retry=retry_if_exception_type(lane.unavailable),
+            retry=retry_if_exception(lane.unavailable),
             wait=wait_exponential_jitter(initial=0.2, max=MAX_BACKOFF_S),
             stop=self._stopping,
             before_sleep=unavailable,
@@ -297,11 +337,13 @@ class OpsSink:
         if lane.down_since is not None:
             log.info("%s is back after %.1fs", lane.name, time.monotonic() - lane.down_since)
             lane.down_since = None
-        lane.counters["batches"] += 1
 
     async def _write_elasticsearch(self, records: list[dict[str, Any]]) -> None:
         if not self.templates_ok:
-            await asyncio.to_thread(elastic.ensure_templates, self.client, self.es)
+            try:
+                await asyncio.to_thread(elastic.ensure_templates, self.client, self.es)
+            except ApiError as exc:  # no record's fault: wait for an operator
+                raise elastic.Unavailable(f"index templates refused: {exc}") from exc
             self.templates_ok = True
         outcome = await asyncio.to_thread(elastic.write, self.client, self.es, records)
         counters = self.lane.counters
@@ -310,6 +352,8 @@ class OpsSink:
         if outcome.rejected:
             counters["rejected"] += len(outcome.rejected)
             self._note_error(f"{len(outcome.rejected)} records rejected: {outcome.rejected[:3]}")
+        for problem in outcome.malformed:
+            self._skipped("malformed", problem)
 
     async def _write_summaries(self, records: list[dict[str, Any]]) -> None:
         """Upsert the newest summary of each run in ``records`` (rank-guarded)."""
@@ -317,7 +361,11 @@ class OpsSink:
         for record in records:
             if record.get("kind") != ops.RUN:
                 continue
-            row = ops.summary_row(record)
+            try:
+                row = ops.summary_row(record)
+            except (AttributeError, KeyError, TypeError, ValueError, OverflowError) as exc:
+                self._skipped("malformed", f"{record.get('doc_id')!r:.80}: {exc!r:.200}")
+                continue
             if row is not None and row["rank"] >= newest.get(row["id"], row)["rank"]:
                 newest[row["id"]] = row
         if newest:
@@ -330,19 +378,21 @@ class OpsSink:
             self.store.upsert_runs(rows, ranked=True)
             counters["written"] += len(rows)
             return
-        except (sa_exc.OperationalError, sa_exc.InterfaceError):
-            raise  # the database is away: the lane retries
-        except sa_exc.SQLAlchemyError as exc:  # a bad row: write the others, skip it
-            self._note_error(f"run summaries: batch refused ({type(exc).__name__}); one by one")
+        except Exception as exc:  # (a driver may refuse a value before the database sees it)
+            if database_unavailable(exc):
+                raise  # the database is away: the lane retries
+            self._note_error(f"run summaries: batch refused ({describe_error(exc)}); one by one")
         for row in rows:
             try:
                 self.store.upsert_runs([row], ranked=True)
                 counters["written"] += 1
-            except (sa_exc.OperationalError, sa_exc.InterfaceError):
-                raise
-            except sa_exc.SQLAlchemyError as exc:
+            except Exception as exc:
+                if database_unavailable(exc):
+                    raise
                 counters["rejected"] += 1
-                self._note_error(f"run summary of {row['id']} refused: {exc}")
+                self._note_error(
+                    f"run summary of {str(row['id'])[:80]} refused: {describe_error(exc)}"
+                )
 
     def _stopping(self, state: RetryCallState) -> bool:
         return not self.running
@@ -405,15 +455,22 @@ OPS_RECORD_MAX_DEPTH = 600
 levels down; deeper is not a record of ours."""
 
 
-def _decode(value: bytes) -> dict[str, Any] | None:
+def _decode(value: bytes | None) -> tuple[dict[str, Any] | None, str, str]:
+    """(the ops record in ``value``, "", "") or (None, why it is skipped: ``undecodable``,
+    ``unknown_kind`` or ``malformed``, and how)."""
+    if not isinstance(value, bytes | bytearray):  # a tombstone (no value)
+        return None, "undecodable", "a record without a value"
     try:
         record = ev.loads(value, OPS_RECORD_MAX_DEPTH, "ops record")
-    except ev.InvalidEvent:  # not JSON, or nested too deeply: not a record of ours
-        return None
-    if not isinstance(record, dict):
-        return None
-    needed = _LOG_KEYS if record.get("kind") == ops.LOG else _RUN_KEYS
-    return record if all(record.get(k) is not None for k in needed) else None
+    except ev.InvalidEvent as exc:  # not JSON, or nested too deeply: not a record of ours
+        return None, "undecodable", str(exc)[:200]
+    problem = ops.record_problem(record)
+    if problem is None:
+        return record, "", ""
+    if problem.startswith("unknown kind") or not isinstance(record, dict):
+        reason = "unknown_kind" if isinstance(record, dict) else "undecodable"
+        return None, reason, problem
+    return None, "malformed", problem
 
 
 def start_sink(
@@ -426,6 +483,7 @@ def start_sink(
         .options(
             name=f"fxray-ops-sink.{settings.instance}.{index}.{uuid.uuid4().hex[:6]}",
             num_cpus=0,
+            resources=settings.platform_actor_resources or None,
             max_concurrency=100,
         )
         .remote(

@@ -35,7 +35,7 @@ from fxray.router.routing import ActiveRun, Routing
 from fxray.router.ticks import publish_ticks
 from fxray.router.writer import RecordWriter
 from fxray.settings import Settings
-from fxray.store import StateStore
+from fxray.store import StateStore, database_unavailable, describe_error
 
 log = logging.getLogger("fxray.router")
 
@@ -88,7 +88,7 @@ class Router:
             ops=ops.OpsConfig.from_settings(self.settings, bus),
             event_limits=EventLimits.from_settings(self.settings),
         )
-        self.writer = RecordWriter(store)
+        self.writer = RecordWriter(store, counters=self.counters, report=self._note_error)
         ops_config = self.pools.ops  # on if the ops sink is
         self.records: RunRecords = (
             RunRecords(self.writer)
@@ -194,7 +194,7 @@ class Router:
                 break
             except Exception as exc:
                 self.counters["route_retries"] += 1
-                self._note_error(f"routing {len(records)} records: {type(exc).__name__}: {exc}")
+                self._note_error(f"routing {len(records)} records: {describe_error(exc)}")
                 await asyncio.sleep(ROUTE_RETRY_S)
                 if not self.running:
                     return  # untracked, so uncommitted: the next owner reads them again
@@ -213,7 +213,14 @@ class Router:
     async def _refresh_loop(self) -> None:
         while self.running:
             await asyncio.sleep(self.settings.trigger_refresh_s)
-            await self.routing.refresh()
+            try:
+                await self.routing.refresh()
+            except Exception as exc:  # the database is away: routing goes on as it was
+                if not database_unavailable(exc):
+                    raise
+                self.counters["refresh_failures"] += 1
+                if self.counters["refresh_failures"] % 30 == 1:  # not every second
+                    self._note_error(f"refreshing triggers: {describe_error(exc)}")
 
     async def _gauges_loop(self) -> None:
         ticks = 0

@@ -4,6 +4,16 @@ Database calls block, so a thread drains a queue of writes, groups what arrived 
 one transaction per kind, and resolves each caller's future once its rows are durable. Order
 is kept where it matters: a flush writes inserts before updates, and updates in arrival order.
 
+Nothing is dropped. While the database is unavailable (:func:`fxray.store.database_unavailable`:
+connection refused or lost, a pool timeout) a flush is tried again, with back-off, for as long
+as it takes; the outage is reported when it starts, every :data:`OUTAGE_REPORT_EVERY_S` while it
+lasts, and counted (``record_write_retries``, ``record_write_outages``). Later writes wait in
+the queue behind it, so order holds. A batch the database *refuses* (a poison row) is tried
+:data:`REFUSED_ATTEMPTS` times, then split in halves down to the row that fails; that row is
+written without its logs, steps and result if it can be (``records_degraded``), else reported
+with the database's error and counted (``records_rejected``): never silently dropped, and never
+retried forever.
+
 The same thread keeps the event catalog current (:class:`CatalogTracker`): at most every
 :data:`CATALOG_EVERY_S`, one observation per event type of the events written since (count,
 first/last seen, emitters) and, from a small sample of them, the type's merged JSON Schema when
@@ -19,13 +29,21 @@ import queue
 import random
 import threading
 import time
+from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from fxray.events import catalog
 from fxray.events import cloudevent as ev
-from fxray.store import EventTypeObservation, NotFound, StateStore
+from fxray.store import (
+    EventTypeObservation,
+    NotFound,
+    StateStore,
+    database_unavailable,
+    describe_error,
+)
 
 log = logging.getLogger("fxray.writer")
 
@@ -42,6 +60,23 @@ MAX_CACHED_TYPES = 10_000
 MAX_CACHED_RUNS = 100_000
 SERVICE_SOURCE = "fxray/services/"
 """Events a script emits have ``source`` ``fxray/services/<service>`` unless it sets one."""
+REFUSED_ATTEMPTS = 3
+"""Tries of a batch the database refuses (not an outage) before it is split to find the row."""
+OUTAGE_REPORT_EVERY_S = 30.0
+"""While the database stays unavailable, a report this often (and one when it starts)."""
+CONTENT_FIELDS = ("logs", "result", "steps", "error")
+"""What a refused run row is written again without (its free-form, script-made content)."""
+
+_Row = tuple[str, dict[str, Any]]
+"""One row of a flush: the :meth:`~fxray.store.StateStore.write_batch` keyword, the row."""
+_WRITE_ORDER = ("events", "inserts", "upserts", "updates", "ranked")
+_WHAT = {
+    "events": "event",
+    "inserts": "new run row",
+    "upserts": "run row",
+    "updates": "run update",
+    "ranked": "run row",
+}
 
 
 @dataclass(slots=True)
@@ -55,10 +90,31 @@ class _Write:
 class RecordWriter:
     """Writes rows through a :class:`StateStore` from one background thread."""
 
-    def __init__(self, store: StateStore, max_batch: int = 5000, linger_s: float = 0.02) -> None:
+    def __init__(
+        self,
+        store: StateStore,
+        max_batch: int = 5000,
+        linger_s: float = 0.02,
+        *,
+        counters: Counter[str] | None = None,
+        report: Callable[[str], None] | None = None,
+        retry_initial_s: float = 0.1,
+        retry_max_s: float = 5.0,
+    ) -> None:
+        """``counters`` and ``report`` (a line for the operator; default: a warning in the log)
+        are the owner's; the writer's thread only adds its own keys to ``counters``."""
         self.store = store
         self.max_batch = max_batch
         self.linger_s = linger_s
+        self.counters: Counter[str] = Counter() if counters is None else counters
+        self.report = report or _log_warning
+        self.retry_initial_s = retry_initial_s
+        self.retry_max_s = retry_max_s
+        self.rejected: deque[dict[str, Any]] = deque(maxlen=50)
+        """The newest rows the database refused for good: ``kind``, ``id``, ``error``."""
+        self._down_since: float | None = None  # monotonic start of the current outage
+        self._outage_retries = 0
+        self._outage_reported = 0.0
         self._queue: queue.Queue[_Write | None] = queue.Queue()
         self.catalog = CatalogTracker(store)
         self._catalog_events: list[dict[str, Any]] = []
@@ -120,25 +176,24 @@ class RecordWriter:
 
     def _flush(self, batch: list[_Write]) -> None:
         error: BaseException | None = None
-        for attempt in range(5):
-            try:
-                by_kind = {k: [r for w in batch if w.kind == k for r in w.rows] for k in _KINDS}
-                inserts, upserts, updates = merge_runs(
-                    by_kind["insert_runs"], coalesce(by_kind["update_runs"])
+        try:
+            by_kind = {k: [r for w in batch if w.kind == k for r in w.rows] for k in _KINDS}
+            inserts, upserts, updates = merge_runs(
+                by_kind["insert_runs"], coalesce(by_kind["update_runs"])
+            )
+            rows: list[_Row] = [
+                (keyword, row)
+                for keyword, group in zip(
+                    _WRITE_ORDER,
+                    (by_kind["events"], inserts, upserts, updates, by_kind["ranked_runs"]),
+                    strict=True,
                 )
-                self.store.write_batch(
-                    events=by_kind["events"],
-                    inserts=inserts,
-                    upserts=upserts,
-                    updates=updates,
-                    ranked=by_kind["ranked_runs"],
-                )
-                error = None
-                break
-            except Exception as exc:  # the database is busy or away: back off, then retry
-                error = exc
-                log.warning("writing %d records failed (attempt %d): %s", len(batch), attempt, exc)
-                time.sleep(0.2 * 2**attempt)
+                for row in group
+            ]
+            self._write_rows(rows)
+        except Exception as exc:  # not the database's answer: rows of ours it cannot take
+            log.exception("record writer: a flush of %d writes failed", len(batch))
+            error = exc
         self.flushes += 1
         for w in batch:
             if w.future is not None and w.loop is not None:
@@ -154,26 +209,122 @@ class RecordWriter:
             if len(self._catalog_events) >= CATALOG_MAX_PENDING:
                 self._update_catalog()
 
+    def _write_rows(self, rows: list[_Row], tries: int = REFUSED_ATTEMPTS) -> bool:
+        """Write ``rows`` in one transaction, whatever it takes: again and again while the
+        database is unavailable; if it refuses them, ``tries`` times, then each half on its
+        own, down to single rows (:meth:`_refused`). False only if ``tries`` is 0 and the one
+        row was refused (a caller's last try)."""
+        refused = 0
+        while True:
+            try:
+                self.store.write_batch(**_by_keyword(rows))
+                self._database_back()
+                return True
+            except Exception as exc:
+                if database_unavailable(exc):
+                    self._wait_for_database(exc, len(rows))
+                    continue
+                error = exc
+                refused += 1
+                if refused >= max(tries, 1):
+                    break
+                log.warning(
+                    "the database refused %d records (attempt %d): %s",
+                    len(rows),
+                    refused,
+                    describe_error(exc),
+                )
+                time.sleep(self.retry_initial_s * refused)
+        if len(rows) == 1:
+            if tries == 0:
+                return False
+            self._refused(rows[0], error)
+            return True
+        half = len(rows) // 2
+        self.counters["record_batches_split"] += 1
+        self._write_rows(rows[:half], tries=1)
+        self._write_rows(rows[half:], tries=1)
+        return True
+
+    def _refused(self, row: _Row, error: BaseException) -> None:
+        """The database refused this one row: write it without its content if that helps (a
+        run still gets its final status), else report it. Never dropped in silence."""
+        keyword, data = row
+        what = f"{_WHAT[keyword]} {str(data.get('id'))[:80]!r}"
+        reason = describe_error(error)
+        slim = _without_content(data, reason) if keyword != "events" else None
+        if slim is not None and self._write_rows([(keyword, slim)], tries=0):
+            self.counters["records_degraded"] += 1
+            self.report(
+                f"the database refused {what} ({reason}); written without its logs, steps "
+                "and result"
+            )
+            return
+        self.counters["records_rejected"] += 1
+        self.rejected.append({"kind": _WHAT[keyword], "id": data.get("id"), "error": reason})
+        log.error("record writer: the database refused %s for good: %s", what, reason)
+        self.report(f"the database refused {what} for good, not written: {reason}")
+
+    def _wait_for_database(self, error: BaseException, waiting: int) -> None:
+        """Back off once while the database is unavailable; report the outage (when it starts,
+        then every :data:`OUTAGE_REPORT_EVERY_S`)."""
+        now = time.monotonic()
+        if self._down_since is None:
+            self._down_since = self._outage_reported = now
+            self._outage_retries = 0
+            self.counters["record_write_outages"] += 1
+            self.report(
+                f"database unavailable, holding {waiting} records and retrying: "
+                f"{describe_error(error)}"
+            )
+        elif now - self._outage_reported >= OUTAGE_REPORT_EVERY_S:
+            self._outage_reported = now
+            self.report(
+                f"database still unavailable after {now - self._down_since:.0f}s "
+                f"({self._outage_retries} retries; {waiting} records held, "
+                f"{self._queue.qsize()} writes queued behind them): {describe_error(error)}"
+            )
+        self._outage_retries += 1
+        self.counters["record_write_retries"] += 1
+        delay = min(self.retry_max_s, self.retry_initial_s * 2 ** min(self._outage_retries, 16))
+        time.sleep(delay * random.uniform(0.5, 1.0))
+
+    def _database_back(self) -> None:
+        if self._down_since is not None:
+            log.info(
+                "record writer: the database is back after %.1fs (%d retries)",
+                time.monotonic() - self._down_since,
+                self._outage_retries,
+            )
+            self._down_since = None
+
     def _update_catalog(self) -> None:
-        """Record the event types written since the last time; best effort (a lost write only
-        misses counts)."""
+        """Record the event types written since the last time. While the database is
+        unavailable the events wait for the next time (up to :data:`CATALOG_MAX_PENDING`);
+        otherwise best effort: a write that keeps failing only misses counts (and says so)."""
         events, self._catalog_events = self._catalog_events, []
         if not events:
             return
         tracker = self.catalog
-        try:
-            observations = tracker.observe(events)
-        except Exception:
-            log.exception("event catalog: could not aggregate %d events", len(events))
-            return
         for attempt in range(3):
             try:
-                self.store.record_event_types(observations)
+                self.store.record_event_types(tracker.observe(events))
                 return
             except Exception as exc:
-                log.warning("event catalog: write failed (attempt %d): %s", attempt, exc)
+                # the cached schemas may now be ahead of the stored ones: read them again
+                tracker.forget(list({str(e.get("type")) for e in events}))
+                if database_unavailable(exc):
+                    if len(events) + len(self._catalog_events) <= CATALOG_MAX_PENDING:
+                        self._catalog_events = events + self._catalog_events
+                        self._catalog_due = time.monotonic() + CATALOG_EVERY_S
+                        return
+                    break
+                log.warning(
+                    "event catalog: write failed (attempt %d): %s", attempt, describe_error(exc)
+                )
                 time.sleep(0.2 * 2**attempt)
-        tracker.forget([o.type for o in observations if o.schema is not None])
+        self.counters["catalog_events_uncounted"] += len(events)
+        log.warning("event catalog: %d events left uncounted", len(events))
 
 
 class CatalogTracker:
@@ -339,6 +490,30 @@ def coalesce(updates: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for update in updates:
         merged.setdefault(update["id"], {}).update(update)
     return list(merged.values())
+
+
+def _by_keyword(rows: list[_Row]) -> dict[str, list[dict[str, Any]]]:
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for keyword, row in rows:
+        grouped.setdefault(keyword, []).append(row)
+    return grouped
+
+
+def _without_content(row: dict[str, Any], reason: str) -> dict[str, Any] | None:
+    """``row`` without its logs, steps and result, its error saying why; None if it has none
+    of them (nothing to leave out)."""
+    if not any(row.get(name) for name in CONTENT_FIELDS):
+        return None
+    slim = {k: v for k, v in row.items() if k not in CONTENT_FIELDS}
+    slim["error"] = f"the database refused this run's record ({reason}); logs and result left out"
+    for name in ("logs", "steps"):  # emptied, not NULL: readers expect lists
+        if name in row:
+            slim[name] = []
+    return slim
+
+
+def _log_warning(text: str) -> None:
+    log.warning("%s", text)
 
 
 def _resolve(future: asyncio.Future[None], error: BaseException | None) -> None:

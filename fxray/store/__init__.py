@@ -8,7 +8,12 @@ and upgraded by Alembic migrations (:func:`migrate`, or at a store's first use);
 
 from fxray.store.access import ApiKeyRecord, ProjectRecord, WebhookRecord
 from fxray.store.catalog import EventTypeObservation, EventTypeRecord, SchemaChangeRecord
-from fxray.store.common import Conflict, NotFound
+from fxray.store.common import (
+    Conflict,
+    NotFound,
+    database_unavailable,
+    describe_error,
+)
 from fxray.store.mappings import MappingRecord
 from fxray.store.records import (
     RoutingSnapshot,
@@ -38,6 +43,8 @@ __all__ = [
     "TriggerRecord",
     "VersionRecord",
     "WebhookRecord",
+    "database_unavailable",
+    "describe_error",
     "migrate",
     "revision",
 ]

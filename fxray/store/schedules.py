@@ -79,7 +79,7 @@ class ScheduleStore(StoreMixin):
         stamp = time.time()
         with self.session() as s:
             if s.get(ServiceRow, service) is None:
-                raise NotFound(f"no service named {service!r}")
+                raise NotFound(f"no service {service!r}")
             row = s.get(ScheduleRow, schedule_id) if schedule_id else None
             if row is None:
                 row = ScheduleRow(
@@ -159,12 +159,17 @@ class ScheduleStore(StoreMixin):
         """The next due tick is consumed without firing."""
         return self.update_schedule(schedule_id, skip_next=True)
 
-    def claim_due_ticks(self, now: float) -> list[tuple[ScheduleRecord, float]]:
+    def claim_due_ticks(
+        self, now: float, broken: list[tuple[ScheduleRecord, str]] | None = None
+    ) -> list[tuple[ScheduleRecord, float]]:
         """Claim the due ticks of active schedules; each tick is returned to one caller only.
 
         A schedule's ``next_fire_at`` moves past ``now`` by a conditional UPDATE; the caller
         whose UPDATE hit the row owns the tick. Ticks missed while down are not back-filled:
         only the latest due one fires. A tick marked ``skip_next`` is consumed, not returned.
+        A schedule whose cron fires no more (a year field now past) fires its last tick and
+        turns inactive. A schedule whose stored cron cannot be read is left as it is, and
+        appended to ``broken`` with the reason: the others are claimed all the same.
         """
         with self.session() as s:
             query = (
@@ -183,10 +188,15 @@ class ScheduleStore(StoreMixin):
             for schedule in due:
                 try:
                     fire_at = latest_tick(schedule.cron, schedule.next_fire_at, now)
-                    new_next = next_fire_at(schedule.cron, now)
-                except ValueError:
+                except Exception as exc:  # croniter's errors, on whatever the row holds
+                    if broken is not None:
+                        broken.append((schedule, f"{type(exc).__name__}: {exc}"))
                     continue
-                values: dict[str, Any] = {"next_fire_at": new_next, "skip_next": False}
+                values: dict[str, Any] = {"skip_next": False}
+                try:
+                    values["next_fire_at"] = new_next = next_fire_at(schedule.cron, now)
+                except ValueError:  # the cron's last tick: fire it, then rest
+                    values["active"], new_next = False, schedule.next_fire_at
                 if not schedule.skip_next:
                     values["last_fired_at"] = fire_at
                 result = s.execute(
@@ -201,7 +211,11 @@ class ScheduleStore(StoreMixin):
                 )
                 if result.rowcount == 1 and not schedule.skip_next:
                     claimed = replace(
-                        schedule, next_fire_at=new_next, last_fired_at=fire_at, skip_next=False
+                        schedule,
+                        next_fire_at=new_next,
+                        last_fired_at=fire_at,
+                        skip_next=False,
+                        active=values.get("active", True),
                     )
                     owned.append((claimed, fire_at))
         return owned
@@ -213,7 +227,7 @@ class ScheduleStore(StoreMixin):
         cron = cron or None
         with self.session() as s:
             if s.get(ServiceRow, service) is None:
-                raise NotFound(f"no service named {service!r}")
+                raise NotFound(f"no service {service!r}")
             rows = list(
                 s.scalars(
                     select(ScheduleRow)

@@ -16,6 +16,7 @@ import ray
 
 from fxray import Platform, Settings
 from fxray.platform import apply_ray_env_defaults
+from tests.pg_server import PrivatePostgres, postgres_bin_dir
 
 apply_ray_env_defaults()
 
@@ -61,6 +62,21 @@ def write_service(root: Path, name: str, scripts: dict[str, str], **manifest: An
     for file_name, text in scripts.items():
         (folder / file_name).write_text(text)
     return folder
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """A running PostgreSQL server of this test's own, free to stop and start (never the shared
+    one). PostgreSQL not installed: a failure under CI or FXRAY_REQUIRE_SERVERS, else a skip."""
+    bin_dir = postgres_bin_dir()
+    if bin_dir is None:
+        what = "PostgreSQL's binaries (initdb, pg_ctl) are not installed"
+        if os.environ.get("FXRAY_REQUIRE_SERVERS") or os.environ.get("CI") == "true":
+            pytest.fail(what, pytrace=False)
+        pytest.skip(what)
+    with PrivatePostgres(bin_dir) as server:
+        server.start()
+        yield server
 
 
 @pytest.fixture

@@ -411,6 +411,7 @@ def _delivery_id(request: Request) -> str:
         401: {"description": "Missing or wrong X-Hub-Signature-256"},
         404: {"description": "No such (active) webhook"},
         413: {"description": "The body is too large"},
+        415: {"description": "A Content-Type other than JSON"},
         422: {"description": "The body is not JSON"},
     },
     openapi_extra={
@@ -433,7 +434,8 @@ async def receive_webhook(
     webhook_id: Annotated[str, Path(description="The webhook's id")],
 ) -> EventId:
     """Receive a signed JSON post from an outside system (no API key: the signature is the
-    authentication) and publish it as a CloudEvent of the webhook's type."""
+    authentication) and publish it as a CloudEvent of the webhook's type. The body is JSON
+    (``Content-Type`` ``application/json``, any ``+json`` type, or none)."""
     limit = platform.settings.max_event_bytes
     raw = await read_body(request, limit)
     found = await run_in_threadpool(_webhook_and_secret, store, webhook_id)
@@ -449,6 +451,12 @@ async def receive_webhook(
     if not valid:
         raise ApiError(401, "the X-Hub-Signature-256 signature does not match the body")
     webhook = found[0]
+    kind = request.headers.get("content-type")
+    if kind is not None and not _JSON_TYPE.match(kind.strip()):
+        raise ApiError(
+            415,
+            f"a webhook takes a JSON body (Content-Type application/json), not {kind[:100]!r}",
+        )
     try:
         data = ev.strict_json(raw)
     except ValueError as exc:

@@ -230,6 +230,66 @@ def test_opaque_schemas_accept_what_they_replace() -> None:
     assert validator.is_valid(wide)
 
 
+def nodes(schema: dict[str, Any]) -> int:
+    """Property and item schemas in ``schema``, at every level."""
+    children = list(schema.get("properties", {}).values())
+    if schema.get("items"):
+        children.append(schema["items"])
+    return len(children) + sum(nodes(child) for child in children)
+
+
+def test_many_samples_with_new_keys_stay_within_the_size_cap() -> None:
+    # each sample is small and within the per-object caps, but each adds new keys deeper down:
+    # without a whole-schema cap the merged schema grew by a node per sample (800 kB after
+    # 20,000 samples, up to MAX_PROPERTIES ** 3 nodes)
+    samples = [{f"a{i % 150}": {f"b{i % 190}": {f"c{i}": i}}} for i in range(6000)]
+    schema = infer_many(samples)
+    assert nodes(schema) <= catalog.MAX_SCHEMA_NODES
+    assert sorted(schema["properties"]) == sorted({f"a{i}" for i in range(150)})
+    check = validator(schema)
+    assert all(check.is_valid(sample) for sample in samples)
+    assert infer_many(reversed(samples)) == schema
+
+
+def test_one_wide_sample_keeps_the_levels_that_fit() -> None:
+    wide = {f"o{i:02}": {f"k{j:03}": j for j in range(150)} for i in range(30)}  # 4,530 nodes
+    schema = infer(wide)
+    assert sorted(schema["properties"]) == sorted(wide)
+    assert all(child == {"type": "object"} for child in schema["properties"].values())
+    assert validator(schema).is_valid(wide)
+    arrays = {f"o{i:02}": [{f"k{j:03}": j} for j in range(150)] for i in range(30)}
+    opaque_items = {"type": "array", "items": {"type": "object"}}  # a level of items fits
+    assert infer(arrays)["properties"]["o00"] == opaque_items
+
+
+def test_schemas_within_the_size_cap_are_left_whole() -> None:
+    levels = catalog.MAX_SCHEMA_NODES // 100
+    value = {f"k{i:02}": {f"j{j:02}": j for j in range(99)} for i in range(levels - 1)}
+    schema = infer(value)  # (levels - 1) * 100 nodes: under the cap
+    assert nodes(schema) == (levels - 1) * 100
+    assert schema["properties"]["k00"]["properties"]["j00"] == I
+
+
+def test_inference_does_not_recurse_into_data_nested_past_the_parser() -> None:
+    deep: Any = 1
+    for _ in range(200_000):  # json.loads could not even read this: built by hand
+        deep = {"a": [deep]}
+    schema = infer(deep)
+    assert nodes(schema) <= 2 * catalog.MAX_DEPTH
+    assert merge(schema, infer({"a": "x"}))["properties"]["a"]["type"] == ["array", "string"]
+
+
+def test_huge_arrays_of_mixed_items_give_one_small_schema() -> None:
+    items: list[Any] = [{"id": i, "tag": "x" if i % 2 else None} for i in range(50_000)]
+    items += [1, 2.5, "s", None, [1, 2], {"other": True}]
+    schema = infer(items)
+    assert schema["type"] == "array"
+    assert schema["items"]["type"] == ["array", "number", "object", "string", "null"]
+    assert sorted(schema["items"]["properties"]) == ["id", "other", "tag"]
+    assert schema["items"]["required"] == []
+    assert validator(schema).is_valid(items)
+
+
 # ---------------------------------------------------------------------------- merge
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import pytest
 
@@ -163,3 +164,42 @@ def test_manifest_schedule_follows_the_manifest(store: StateStore, svc: str) -> 
     assert store.sync_manifest_schedule(svc, None) is None
     with pytest.raises(NotFound):
         store.sync_manifest_schedule("nope", "* * * * *")
+
+
+def _store_raw(store: StateStore, schedule_id: str, **values: object) -> None:
+    """Write schedule fields past every check (as an old version or a hand edit might)."""
+    from sqlalchemy import update
+
+    from fxray.store.models import ScheduleRow
+
+    with store.session() as s:
+        s.execute(update(ScheduleRow).where(ScheduleRow.id == schedule_id).values(**values))
+
+
+@pytest.mark.parametrize(
+    "cron", ["", "not a cron", "61 * * * *", "*/0 * * * *", "0 0 31 2 *", "x" * 128, "\x00"]
+)
+def test_an_unreadable_stored_cron_is_reported_and_the_others_are_claimed(
+    store: StateStore, svc: str, cron: str
+) -> None:
+    bad = store.upsert_schedule(svc, "* * * * *", schedule_id="a-bad", now=BASE)
+    good = store.upsert_schedule(svc, "* * * * *", schedule_id="b-good", now=BASE)
+    _store_raw(store, bad.id, cron=cron)
+    broken: list[tuple[ScheduleRecord, str]] = []
+    owned = store.claim_due_ticks(BASE + MINUTE, broken)
+    assert [(s.id, f) for s, f in owned] == [(good.id, BASE + MINUTE)]
+    assert [s.id for s, _ in broken] == [bad.id]
+    assert broken[0][1]  # the reason
+    assert store.get_schedule(bad.id).next_fire_at == BASE + MINUTE  # left as it was
+
+
+def test_a_cron_that_fires_no_more_fires_its_last_tick_and_rests(
+    store: StateStore, svc: str
+) -> None:
+    new_year = datetime(2024, 1, 1, tzinfo=UTC).timestamp()
+    made = store.upsert_schedule(svc, "0 0 1 1 * 0 2024", now=BASE)  # seconds, then the year
+    assert made.next_fire_at == new_year
+    ((claimed, fire_at),) = store.claim_due_ticks(new_year + 30)
+    assert fire_at == new_year and claimed.active is False
+    assert store.get_schedule(made.id).active is False
+    assert store.claim_due_ticks(new_year + 400 * 86400) == []
