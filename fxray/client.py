@@ -209,6 +209,24 @@ class FxrayClient:
         """The installation (version, instance, event bus, dashboard) and the calling key."""
         return self._call("GET", "/info")
 
+    def status(self) -> dict[str, Any]:
+        """What runs where (platform-wide admin key): Ray nodes, routers, executors per version
+        with their scaling bounds, backlog and last decision."""
+        return self._call("GET", "/status")
+
+    def scale(
+        self,
+        service: str,
+        version: str,
+        *,
+        project: str | None = None,
+        **override: int | None,
+    ) -> dict[str, Any]:
+        """Override a version's ``min_executors``, ``max_executors``, ``target_backlog``
+        (None drops one); returns the manifest's values and the override."""
+        path = f"/services/{_seg(service)}/versions/{_seg(version)}/scaling"
+        return self._call("PUT", path, json=override, params=_clean({"project": project}))
+
     # -- projects and keys --------------------------------------------------------------------
 
     def list_projects(self, *, limit: int | None = None, offset: int | None = None) -> list[Any]:
@@ -253,17 +271,33 @@ class FxrayClient:
     ) -> list[Any]:
         return self._list("/services", project=project, limit=limit, offset=offset, **filters)
 
-    def get_service(self, name: str) -> dict[str, Any]:
-        return self._call("GET", f"/services/{_seg(name)}")
+    def get_service(self, name: str, project: str | None = None) -> dict[str, Any]:
+        """The service ``name`` of the key's project (``project``: for a platform-wide key,
+        where several projects have a service of that name)."""
+        return self._call("GET", f"/services/{_seg(name)}", params=_clean({"project": project}))
 
-    def set_active(self, name: str, active: bool = True) -> dict[str, Any]:
+    def set_active(
+        self, name: str, active: bool = True, project: str | None = None
+    ) -> dict[str, Any]:
         """Activate or deactivate a service (takes effect in the routers within a second)."""
-        return self._call("PATCH", f"/services/{_seg(name)}", json={"active": active})
+        return self._call(
+            "PATCH",
+            f"/services/{_seg(name)}",
+            json={"active": active},
+            params=_clean({"project": project}),
+        )
 
     def list_versions(
-        self, name: str, *, limit: int | None = None, offset: int | None = None
+        self,
+        name: str,
+        *,
+        project: str | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
     ) -> list[Any]:
-        return self._list(f"/services/{_seg(name)}/versions", limit=limit, offset=offset)
+        return self._list(
+            f"/services/{_seg(name)}/versions", project=project, limit=limit, offset=offset
+        )
 
     # -- triggers -----------------------------------------------------------------------------
 
@@ -276,9 +310,13 @@ class FxrayClient:
         weights: Mapping[str, int] | None = None,
         shadow_version: str | None = None,
         ordered: bool = False,
+        project: str | None = None,
     ) -> dict[str, Any]:
-        """Link events whose type matches ``pattern`` (exact or glob) to ``service``."""
+        """Link events whose type matches ``pattern`` (exact or glob) to ``service`` (a name in
+        the key's project, or in ``project``)."""
         body: dict[str, Any] = {"pattern": pattern, "service": service, "ordered": ordered}
+        if project is not None:
+            body["project"] = project
         if filters:
             body["filters"] = dict(filters)
         if weights:
@@ -293,10 +331,11 @@ class FxrayClient:
         self,
         service: str | None = None,
         *,
+        project: str | None = None,
         limit: int | None = None,
         offset: int | None = None,
     ) -> list[Any]:
-        return self._list("/triggers", service=service, limit=limit, offset=offset)
+        return self._list("/triggers", service=service, project=project, limit=limit, offset=offset)
 
     def remove_trigger(self, trigger_id: str) -> None:
         self._call("DELETE", f"/triggers/{_seg(trigger_id)}")
@@ -344,6 +383,7 @@ class FxrayClient:
         params: Mapping[str, Any] | None = None,
         version: str | None = None,
         priority: int | None = None,
+        project: str | None = None,
     ) -> dict[str, Any]:
         """Start a manual run: ``{"event_id", "run_id"}`` (the run is queued)."""
         body: dict[str, Any] = {"params": dict(params or {})}
@@ -351,7 +391,12 @@ class FxrayClient:
             body["version"] = version
         if priority is not None:
             body["priority"] = priority
-        return self._call("POST", f"/services/{_seg(service)}/runs", json=body)
+        return self._call(
+            "POST",
+            f"/services/{_seg(service)}/runs",
+            json=body,
+            params=_clean({"project": project}),
+        )
 
     def runs(
         self,

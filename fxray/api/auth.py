@@ -10,19 +10,21 @@ platform-wide admin key):
   projects and everything in them.
 
 A key never reaches another project's data: lists are filtered to the key's project, and a
-resource of another project answers 404, as if it did not exist.
+resource of another project answers 404, as if it did not exist. Services are named within
+their project (two projects may each have an ``orders``): a project key names its own
+project's, a platform-wide key adds ``project`` where the name alone is ambiguous.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from fxray.api.errors import ApiError, not_found
-from fxray.store import NotFound, StateStore
+from fxray.api.errors import ApiError, invalid, not_found
+from fxray.store import NotFound, ServiceRecord, StateStore
 
 Role = Literal["viewer", "developer", "admin"]
 ROLES: tuple[Role, ...] = ("viewer", "developer", "admin")
@@ -100,12 +102,38 @@ def require_project(
         raise ApiError(403, f"this needs the {role} role in project {project!r}")
 
 
-def visible_service(store: StateStore, principal: Principal, name: str, role: Role) -> Any:
-    """The service ``name`` if this key may act on it with ``role``: 404 if it does not exist
-    or the key cannot see it, 403 if the role is too low."""
+def visible_service(
+    store: StateStore,
+    principal: Principal,
+    name: str,
+    role: Role,
+    project: str | None = None,
+    where: str = "query.project",
+) -> ServiceRecord:
+    """The service ``name`` of the caller's project (a platform-wide key: of ``project``, or
+    the one project that has a service of that name), if this key may act on it with ``role``.
+
+    404 if the key's project (or ``project``) has no such service, or the key cannot see that
+    project: another project's service of the same name is never reached nor named. 403 if the
+    role is too low; 422 (at ``where``) if a platform-wide key leaves out ``project`` and
+    several projects have a service of that name.
+    """
     what = f"service {name!r}"
+    scope = principal.scope(project)
     try:
-        service = store.get_service(name)
+        if scope is not None:
+            service = store.find_service(scope, name)
+        else:
+            named = store.services_named(name) if principal.platform_admin else []
+            if not named:
+                raise NotFound(what)
+            if len(named) > 1:
+                projects = ", ".join(s.project for s in named)
+                raise invalid(
+                    f"several projects have a service named {name!r} ({projects}): name one",
+                    [{"location": where, "message": "Field required"}],
+                )
+            (service,) = named
     except NotFound:
         raise not_found(what) from None
     require_project(principal, service.project, role, what)

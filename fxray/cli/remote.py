@@ -60,6 +60,15 @@ Key = Annotated[
     typer.Option("--key", envvar="FXRAY_API_KEY", help="An API key.", show_default=False),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")]
+ServiceProject = Annotated[
+    str | None,
+    typer.Option(
+        "--project",
+        help="The service's project (a platform-wide key, where several projects have a "
+        "service of that name) \\[default: the key's project].",
+        show_default=False,
+    ),
+]
 
 
 @contextmanager
@@ -281,6 +290,18 @@ def service_push(
                 f"  trigger {escape(str(trigger.get('id')))}: "
                 f"{escape(str(trigger.get('pattern')))} -> {name}"
             )
+        _print_isolation(version)
+
+
+def _print_isolation(version: dict[str, Any]) -> None:
+    """Where the version runs, when there was anything to decide (requirements, a choice)."""
+    isolation = version.get("isolation") or {}
+    if not isolation or not (version.get("requirements") or isolation.get("mode") == "process"):
+        return
+    style = "yellow" if isolation.get("mode") == "process" else "dim"
+    out.print(f"  [{style}]{escape(str(isolation.get('summary', '')))}[/]")
+    if isolation.get("note"):
+        out.print(f"  [yellow]{escape(str(isolation['note']))}[/]")
 
 
 @service_app.command("list")
@@ -340,6 +361,7 @@ def trigger_add(
     ordered: Annotated[
         bool, typer.Option("--ordered", help="Run one partition key's events one at a time.")
     ] = False,
+    project: ServiceProject = None,
     url: Url = None,
     key: Key = None,
     as_json: AsJson = False,
@@ -353,6 +375,7 @@ def trigger_add(
             weights=parse_weights(weights),
             shadow_version=shadow,
             ordered=ordered,
+            project=project,
         )
         if as_json:
             _print_json(trigger)
@@ -367,6 +390,7 @@ def trigger_add(
 @trigger_app.command("list")
 def trigger_list(
     service: Annotated[str | None, typer.Option(help="Only this service's triggers.")] = None,
+    project: Annotated[str | None, typer.Option(help="Only this project's triggers.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=500, help="At most this many.")] = 100,
     url: Url = None,
     key: Key = None,
@@ -374,7 +398,7 @@ def trigger_list(
 ) -> None:
     """List triggers: pattern, service, filters, weights, shadow version."""
     with _api(url, key) as api:
-        triggers = api.list_triggers(service, limit=limit)
+        triggers = api.list_triggers(service, project=project, limit=limit)
         if not _listed(triggers, as_json, "triggers"):
             return
         table = _table("ID", "PATTERN", "SERVICE", "FILTERS", "WEIGHTS", "SHADOW", "ORDERED")
@@ -444,6 +468,7 @@ def runs(
     correlation_id: Annotated[
         str | None, typer.Option("--correlation-id", help="Only runs of this flow.")
     ] = None,
+    project: Annotated[str | None, typer.Option(help="Only this project's runs.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=500, help="At most this many.")] = 50,
     url: Url = None,
     key: Key = None,
@@ -451,7 +476,7 @@ def runs(
 ) -> None:
     """List runs: service, version, status, trigger event, start time, duration."""
     with _api(url, key) as api:
-        found = api.runs(service, status, correlation_id, limit=limit)
+        found = api.runs(service, status, correlation_id, limit=limit, project=project)
         if not _listed(found, as_json, "runs"):
             return
         table = _table("RUN", "SERVICE", "VERSION", "STATUS", "EVENT", "CREATED", "DURATION")
@@ -542,6 +567,7 @@ def run_start(
     priority: Annotated[
         int | None, typer.Option(min=1, max=10, help="1 (low) to 10 (high).")
     ] = None,
+    project: ServiceProject = None,
     url: Url = None,
     key: Key = None,
 ) -> None:
@@ -550,7 +576,7 @@ def run_start(
         values = {} if params is None else parse_json(params, "--params")
         if not isinstance(values, dict):
             raise _usage("--params must be a JSON object")
-        answer = api.run(service, values, version=version, priority=priority)
+        answer = api.run(service, values, version=version, priority=priority, project=project)
         out.print(
             f"started run {escape(str(answer.get('run_id')))} of [bold]{escape(service)}[/] "
             f"(event {escape(str(answer.get('event_id')))})"

@@ -250,9 +250,9 @@ def ops_queries(settings: Settings) -> OpsQueries | None:
 
 
 def project_services(store: StateStore, project: str) -> list[str]:
-    """The names of a project's services."""
+    """The ids of a project's services (what ops records name their service by)."""
     with store.session() as s:
-        return list(s.scalars(select(ServiceRow.name).where(ServiceRow.project == project)))
+        return list(s.scalars(select(ServiceRow.id).where(ServiceRow.project == project)))
 
 
 def version_ids(store: StateStore, ref: str, services: Sequence[str] | None) -> list[str]:

@@ -98,12 +98,21 @@ class AccessStore(StoreMixin):
             s.execute(delete(ProjectRow).where(ProjectRow.name == name))
 
     def set_service_project(self, service: str, project: str) -> ServiceRecord:
+        """Move the service with id ``service`` to ``project``; it keeps its id (what its
+        versions, runs, KV keys and ops data are keyed by). :class:`Conflict` if ``project``
+        has a service of the same name."""
         with self.session() as s:
             if s.get(ProjectRow, project) is None:
                 raise NotFound(f"no project named {project!r}")
             row = s.get(ServiceRow, service)
             if row is None:
-                raise NotFound(f"no service named {service!r}")
+                raise NotFound(f"no service {service!r}")
+            if row.project != project and s.scalar(
+                select(ServiceRow.id).where(
+                    ServiceRow.project == project, ServiceRow.name == row.name
+                )
+            ):
+                raise Conflict(f"project {project!r} has a service named {row.name!r} already")
             row.project = project
             row.updated_at = time.time()
             self._bump(s)
@@ -202,6 +211,14 @@ class AccessStore(StoreMixin):
             query = query.where(ApiKeyRow.project == project)
         with self.session() as s:
             return [record(ApiKeyRecord, r) for r in s.scalars(query)]
+
+    def get_api_key(self, key_id: str) -> ApiKeyRecord:
+        """One key by id (revoked or not); :class:`NotFound` if there is none."""
+        with self.session() as s:
+            row = s.get(ApiKeyRow, key_id)
+            if row is None:
+                raise NotFound(f"no API key {key_id!r}")
+            return record(ApiKeyRecord, row)
 
     def revoke_api_key(self, key_id: str) -> ApiKeyRecord:
         with self.session() as s:

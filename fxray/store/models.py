@@ -28,10 +28,18 @@ class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
 
 
+SERVICE_ID = String(128)  # <project>.<name>: 64 + 1 + 63 characters at most
+VERSION_ID = String(160)  # <service id>@<12 hex digits>
+
+
 class ServiceRow(Base):
     __tablename__ = "services"
+    __table_args__ = (UniqueConstraint("project", "name", name="uq_services_project_name"),)
 
-    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # unique on the platform: what versions, triggers, schedules, runs, KV keys and ops data
+    # are keyed by (fxray.store.records.qualified_service_id)
+    id: Mapped[str] = mapped_column(SERVICE_ID, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))  # unique within the project
     description: Mapped[str] = mapped_column(Text, default="")
     tags: Mapped[list[Any]] = mapped_column(JSON, default=list)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
@@ -50,8 +58,8 @@ class VersionRow(Base):
     __tablename__ = "versions"
     __table_args__ = (UniqueConstraint("service", "content_hash"),)
 
-    id: Mapped[str] = mapped_column(String(96), primary_key=True)
-    service: Mapped[str] = mapped_column(ForeignKey("services.name", ondelete="CASCADE"))
+    id: Mapped[str] = mapped_column(VERSION_ID, primary_key=True)
+    service: Mapped[str] = mapped_column(ForeignKey("services.id", ondelete="CASCADE"))
     content_hash: Mapped[str] = mapped_column(String(64))
     label: Mapped[str | None] = mapped_column(String(128), nullable=True)
     manifest: Mapped[dict[str, Any]] = mapped_column(JSON)
@@ -66,10 +74,10 @@ class TriggerRow(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     pattern: Mapped[str] = mapped_column(String(255))
-    service: Mapped[str] = mapped_column(ForeignKey("services.name", ondelete="CASCADE"))
+    service: Mapped[str] = mapped_column(ForeignKey("services.id", ondelete="CASCADE"))
     filters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     weights: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    shadow_version: Mapped[str | None] = mapped_column(String(96), nullable=True)
+    shadow_version: Mapped[str | None] = mapped_column(VERSION_ID, nullable=True)
     ordered: Mapped[bool] = mapped_column(Boolean, default=False)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[float] = mapped_column(Float)
@@ -86,8 +94,8 @@ class RunRow(Base):
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    service: Mapped[str] = mapped_column(String(64))
-    version_id: Mapped[str] = mapped_column(String(96))
+    service: Mapped[str] = mapped_column(SERVICE_ID)  # the service's id
+    version_id: Mapped[str] = mapped_column(VERSION_ID)
     trigger_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     event_id: Mapped[str] = mapped_column(String(255))
     event_type: Mapped[str] = mapped_column(String(255))
@@ -187,9 +195,7 @@ class ScheduleRow(Base):
     __tablename__ = "schedules"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    service: Mapped[str] = mapped_column(
-        ForeignKey("services.name", ondelete="CASCADE"), index=True
-    )
+    service: Mapped[str] = mapped_column(ForeignKey("services.id", ondelete="CASCADE"), index=True)
     cron: Mapped[str] = mapped_column(String(128))
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     origin: Mapped[str] = mapped_column(String(16))  # manifest | api

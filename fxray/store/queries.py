@@ -1,7 +1,8 @@
 """Read-side queries for the Management API: run listings, run detail, traces and A/B reports.
 
 Plain functions over a :class:`~fxray.store.StateStore` (its engine and sessions); they only
-read. Projects are resolved through ``services.project``.
+read. A run's ``service`` is its service's id; projects and the names users know are
+resolved through the ``services`` table.
 """
 
 from __future__ import annotations
@@ -32,24 +33,27 @@ def _run_record(row: RunRow) -> RunRecord:
 # -- services and runs ------------------------------------------------------------------------
 
 
-def service_project(store: StateStore, service: str) -> str:
-    """The project a service belongs to; :class:`NotFound` if there is no such service."""
-    with store.session() as s:
-        project = s.scalar(select(ServiceRow.project).where(ServiceRow.name == service))
-    if project is None:
-        raise NotFound(f"no service named {service!r}")
-    return project
+@dataclass(frozen=True, slots=True)
+class ServiceKey:
+    """Where a service id points: its project and its name there."""
+
+    project: str
+    name: str
 
 
-def projects_of(store: StateStore, services: Iterable[str]) -> dict[str, str]:
-    """``{service: project}`` for those of ``services`` that exist."""
-    names = sorted(set(services))
-    found: dict[str, str] = {}
+def service_keys(store: StateStore, service_ids: Iterable[str]) -> dict[str, ServiceKey]:
+    """``{service id: ServiceKey}`` for those of ``service_ids`` that exist."""
+    ids = sorted(set(service_ids))
+    found: dict[str, ServiceKey] = {}
     with store.session() as s:
-        for start in range(0, len(names), 500):
-            chunk = names[start : start + 500]
-            query = select(ServiceRow.name, ServiceRow.project).where(ServiceRow.name.in_(chunk))
-            found.update({name: project for name, project in s.execute(query)})
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            query = select(ServiceRow.id, ServiceRow.project, ServiceRow.name).where(
+                ServiceRow.id.in_(chunk)
+            )
+            found.update(
+                {sid: ServiceKey(project, name) for sid, project, name in s.execute(query)}
+            )
     return found
 
 
@@ -67,11 +71,13 @@ def version_labels(store: StateStore, version_ids: Iterable[str]) -> dict[str, s
 
 @dataclass(frozen=True, slots=True)
 class RunView:
-    """A run with what the API shows next to it: its version's label and its project."""
+    """A run with what the API shows next to it: its version's label, and its service's
+    project and name (None if the service is gone)."""
 
     run: RunRecord
     version_label: str | None
     project: str | None
+    service_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +85,8 @@ class RunFilter:
     """Filters of :func:`list_runs`; ``None`` means "any"."""
 
     project: str | None = None
-    service: str | None = None
+    service: str | None = None  # a service id
+    service_name: str | None = None  # a service name (in ``project``, or in any project)
     version: str | None = None  # a version id or label
     status: str | None = None
     since: float | None = None  # created_at >= since
@@ -92,6 +99,8 @@ class RunFilter:
             query = query.where(ServiceRow.project == self.project)
         if self.service is not None:
             query = query.where(RunRow.service == self.service)
+        if self.service_name is not None:
+            query = query.where(ServiceRow.name == self.service_name)
         if self.version is not None:
             query = query.where(
                 or_(RunRow.version_id == self.version, VersionRow.label == self.version)
@@ -109,9 +118,10 @@ class RunFilter:
         return query
 
     def joins(self, query: Select[Any], *, labels: bool) -> Select[Any]:
-        """Join services only to filter by project; versions for labels or a version filter."""
-        if self.project is not None:
-            query = query.join(ServiceRow, ServiceRow.name == RunRow.service)
+        """Join services only to filter by project or name; versions for labels or a version
+        filter."""
+        if self.project is not None or self.service_name is not None:
+            query = query.join(ServiceRow, ServiceRow.id == RunRow.service)
         if labels or self.version is not None:
             query = query.outerjoin(VersionRow, VersionRow.id == RunRow.version_id)
         return query
@@ -129,26 +139,32 @@ def list_runs(
     with store.session() as s:
         total = int(s.scalar(counted) or 0)
         rows = [(_run_record(run), label) for run, label in s.execute(page)] if total else []
-    projects = projects_of(store, {run.service for run, _ in rows})
-    items = [RunView(run, label, projects.get(run.service)) for run, label in rows]
+    keys = service_keys(store, {run.service for run, _ in rows})
+    items = [_view(run, label, keys.get(run.service)) for run, label in rows]
     return items, total
+
+
+def _view(run: RunRecord, label: str | None, key: ServiceKey | None) -> RunView:
+    if key is None:
+        return RunView(run, label, None, None)
+    return RunView(run, label, key.project, key.name)
 
 
 def get_run(store: StateStore, run_id: str) -> RunView:
     """A run with its version's label and its service's project; :class:`NotFound` if none."""
     query = (
-        select(RunRow, VersionRow.label, ServiceRow.project)
+        select(RunRow, VersionRow.label, ServiceRow.project, ServiceRow.name)
         .select_from(RunRow)
         .outerjoin(VersionRow, VersionRow.id == RunRow.version_id)
-        .outerjoin(ServiceRow, ServiceRow.name == RunRow.service)
+        .outerjoin(ServiceRow, ServiceRow.id == RunRow.service)
         .where(RunRow.id == run_id)
     )
     with store.session() as s:
         found = s.execute(query).first()
         if found is None:
             raise NotFound(f"no run {run_id!r}")
-        run, label, project = found
-        return RunView(_run_record(run), label, project)
+        run, label, project, name = found
+        return RunView(_run_record(run), label, project, name)
 
 
 def get_event(store: StateStore, event_id: str) -> dict[str, Any] | None:
@@ -179,7 +195,7 @@ class Trace:
     # {"body", "received_at", "at" (its moment in the flow), "parent_id", "run_id"}
     events: list[dict[str, Any]] = field(default_factory=list)
     runs: list[RunRecord] = field(default_factory=list)
-    projects: dict[str, str] = field(default_factory=dict)  # service -> project
+    services: dict[str, ServiceKey] = field(default_factory=dict)  # by service id
     labels: dict[str, str | None] = field(default_factory=dict)  # version id -> label
 
 
@@ -231,7 +247,7 @@ def load_trace(store: StateStore, key: str) -> Trace | None:
     for item in trace.events:
         item["at"] = min(item["received_at"], started.get(item["body"]["id"], math.inf))
     trace.events.sort(key=lambda e: (e["at"], e["body"].get("time") or ""))
-    trace.projects = projects_of(store, {r.service for r in trace.runs})
+    trace.services = service_keys(store, {r.service for r in trace.runs})
     trace.labels = version_labels(store, {r.version_id for r in trace.runs})
     return trace
 
@@ -279,8 +295,9 @@ def percentile(values: Sequence[float], q: float) -> float | None:
 def version_report(
     store: StateStore, service: str, since: float, until: float
 ) -> list[VersionStats]:
-    """Per version of ``service``, the runs created in ``[since, until)``; versions in deploy
-    order. Durations are those of finished runs that started (not cancelled while queued)."""
+    """Per version of the service with id ``service``, the runs created in ``[since, until)``;
+    versions in deploy order. Durations are those of finished runs that started (not cancelled
+    while queued)."""
     window = (
         RunRow.service == service,
         RunRow.created_at >= since,

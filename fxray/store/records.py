@@ -9,10 +9,27 @@ from typing import Any
 from fxray.store.mappings import MappingRecord
 
 DEFAULT_PROJECT = "default"
+SERVICE_ID_SEPARATOR = "."
+"""Joins a project and a service name into a service id: project names may contain it, service
+names may not, so ``<project>.<name>`` is unambiguous and no plain name can take it."""
+
+
+def qualified_service_id(project: str, name: str) -> str:
+    """The id a new service ``name`` of ``project`` takes: the plain name in the default project
+    (the ids of every service made before projects had names of their own), else
+    ``<project>.<name>``."""
+    if project == DEFAULT_PROJECT:
+        return name
+    return f"{project}{SERVICE_ID_SEPARATOR}{name}"
 
 
 @dataclass(frozen=True, slots=True)
 class ServiceRecord:
+    """A service: ``name`` is unique within its ``project``; ``id`` is unique on the platform
+    and is what versions, triggers, schedules, runs, KV keys, executors and ops data are keyed
+    by (see :func:`qualified_service_id`)."""
+
+    id: str
     name: str
     description: str
     tags: list[str]
@@ -91,7 +108,7 @@ class RoutingSnapshot:
     """What a router needs to route: read in one transaction, tagged with its revision."""
 
     revision: int
-    services: dict[str, ServiceRecord] = field(default_factory=dict)
+    services: dict[str, ServiceRecord] = field(default_factory=dict)  # by service id
     versions: dict[str, VersionRecord] = field(default_factory=dict)
     latest: dict[str, str] = field(default_factory=dict)
     triggers: list[TriggerRecord] = field(default_factory=list)

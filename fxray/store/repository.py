@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Engine,
+    Select,
     bindparam,
     create_engine,
     delete,
@@ -46,11 +47,14 @@ from fxray.store.models import (
     VersionRow,
 )
 from fxray.store.records import (
+    DEFAULT_PROJECT,
+    SERVICE_ID_SEPARATOR,
     RoutingSnapshot,
     RunRecord,
     ServiceRecord,
     TriggerRecord,
     VersionRecord,
+    qualified_service_id,
 )
 from fxray.store.repositories import RepositoryStoreMixin
 from fxray.store.schedules import ScheduleStore
@@ -138,16 +142,26 @@ class StateStore(AccessStore, MappingStore, ScheduleStore, CatalogStore, Reposit
 
     # -- services and versions ----------------------------------------------------------------
 
-    def upsert_service(self, name: str, **fields: Any) -> ServiceRecord:
-        """Create or change a service; a new one joins ``project`` (default: ``default``)."""
+    def upsert_service(
+        self, name: str, *, project: str = DEFAULT_PROJECT, **fields: Any
+    ) -> ServiceRecord:
+        """Create or change the service ``name`` of ``project``; a new one gets its id here
+        (:func:`~fxray.store.records.qualified_service_id`)."""
         now = time.time()
         with self.session() as s:
-            project = fields.get("project")
-            if project is not None and s.get(ProjectRow, project) is None:
+            if s.get(ProjectRow, project) is None:
                 raise NotFound(f"no project named {project!r}")
-            row = s.get(ServiceRow, name)
+            row = s.scalar(_named(project, name))
             if row is None:
-                row = ServiceRow(name=name, created_at=now, updated_at=now, **fields)
+                service_id = _free_service_id(s, project, name)
+                row = ServiceRow(
+                    id=service_id,
+                    name=name,
+                    project=project,
+                    created_at=now,
+                    updated_at=now,
+                    **fields,
+                )
                 s.add(row)
             else:
                 for key, value in fields.items():
@@ -157,23 +171,45 @@ class StateStore(AccessStore, MappingStore, ScheduleStore, CatalogStore, Reposit
             s.flush()
             return _record(ServiceRecord, row)
 
-    def get_service(self, name: str) -> ServiceRecord:
+    def get_service(self, service_id: str) -> ServiceRecord:
+        """The service with this id (what versions, triggers, runs... are keyed by)."""
         with self.session() as s:
-            row = s.get(ServiceRow, name)
+            row = s.get(ServiceRow, service_id)
+            if row is None:
+                raise NotFound(f"no service {service_id!r}")
+            return _record(ServiceRecord, row)
+
+    def find_service(self, project: str, name: str) -> ServiceRecord:
+        """The service ``name`` of ``project``; :class:`NotFound` if it has none."""
+        with self.session() as s:
+            row = s.scalar(_named(project, name))
             if row is None:
                 raise NotFound(f"no service named {name!r}")
             return _record(ServiceRecord, row)
 
+    def services_named(self, name: str) -> list[ServiceRecord]:
+        """Every project's service called ``name``, by project."""
+        query = select(ServiceRow).where(ServiceRow.name == name).order_by(ServiceRow.project)
+        with self.session() as s:
+            return [_record(ServiceRecord, r) for r in s.scalars(query)]
+
     def list_services(self, project: str | None = None) -> list[ServiceRecord]:
-        query = select(ServiceRow).order_by(ServiceRow.name)
+        query = select(ServiceRow).order_by(ServiceRow.name, ServiceRow.project)
         if project is not None:
             query = query.where(ServiceRow.project == project)
         with self.session() as s:
             return [_record(ServiceRecord, r) for r in s.scalars(query)]
 
-    def set_service_active(self, name: str, active: bool) -> ServiceRecord:
-        self.get_service(name)
-        return self.upsert_service(name, active=active)
+    def set_service_active(self, service_id: str, active: bool) -> ServiceRecord:
+        with self.session() as s:
+            row = s.get(ServiceRow, service_id)
+            if row is None:
+                raise NotFound(f"no service {service_id!r}")
+            row.active = active
+            row.updated_at = time.time()
+            self._bump(s)
+            s.flush()
+            return _record(ServiceRecord, row)
 
     def add_version(
         self,
@@ -200,7 +236,9 @@ class StateStore(AccessStore, MappingStore, ScheduleStore, CatalogStore, Reposit
                     VersionRow.service == service, VersionRow.label == label
                 )
             ):
-                raise Conflict(f"service {service!r} already has a version labelled {label!r}")
+                raise Conflict(
+                    f"service {_name_of(s, service)!r} already has a version labelled {label!r}"
+                )
             row = VersionRow(
                 id=f"{service}@{content_hash[:12]}",
                 service=service,
@@ -224,6 +262,24 @@ class StateStore(AccessStore, MappingStore, ScheduleStore, CatalogStore, Reposit
                 raise NotFound(f"no version {version_id!r}")
             return _record(VersionRecord, row)
 
+    def set_version_manifest_key(self, version_id: str, key: str, value: Any) -> VersionRecord:
+        """Keep a platform decision about a version (an operator's scaling override, ...) in its
+        manifest record under ``key`` (None removes it); the routers see it at their next
+        refresh. The version's own content never changes."""
+        with self.session() as s:
+            row = s.get(VersionRow, version_id, with_for_update=True)
+            if row is None:
+                raise NotFound(f"no version {version_id!r}")
+            manifest = dict(row.manifest)
+            if value is None:
+                manifest.pop(key, None)
+            else:
+                manifest[key] = value
+            row.manifest = manifest
+            self._bump(s)
+            s.flush()
+            return _record(VersionRecord, row)
+
     def resolve_version(self, service: str, ref: str) -> VersionRecord:
         """A version by id, label, or content-hash prefix (of at least 4 characters).
 
@@ -239,7 +295,9 @@ class StateStore(AccessStore, MappingStore, ScheduleStore, CatalogStore, Reposit
             raise Conflict(f"{ref!r} is the start of {len(prefixed)} versions' hashes; give more")
         if prefixed:
             return prefixed[0]
-        raise NotFound(f"service {service!r} has no version {ref!r}")
+        with self.session() as s:
+            name = _name_of(s, service)
+        raise NotFound(f"service {name!r} has no version {ref!r}")
 
     def list_versions(self, service: str) -> list[VersionRecord]:
         with self.session() as s:
@@ -265,7 +323,7 @@ class StateStore(AccessStore, MappingStore, ScheduleStore, CatalogStore, Reposit
         now = time.time()
         with self.session() as s:
             if s.get(ServiceRow, service) is None:
-                raise NotFound(f"no service named {service!r}")
+                raise NotFound(f"no service {service!r}")
             row = TriggerRow(
                 id=uuid.uuid4().hex[:12],
                 pattern=pattern,
@@ -325,7 +383,7 @@ class StateStore(AccessStore, MappingStore, ScheduleStore, CatalogStore, Reposit
             meta = s.get(MetaRow, _REVISION_KEY)
             snap = RoutingSnapshot(revision=meta.value if meta else 0)
             for row in s.scalars(select(ServiceRow)):
-                snap.services[row.name] = _record(ServiceRecord, row)
+                snap.services[row.id] = _record(ServiceRecord, row)
             for row in s.scalars(select(VersionRow).order_by(VersionRow.created_at, VersionRow.id)):
                 snap.versions[row.id] = _record(VersionRecord, row)
                 snap.latest[row.service] = row.id
@@ -522,6 +580,31 @@ def _update_runs(connection: Connection, changes: Sequence[dict[str, Any]]) -> N
         values = {k: bindparam(f"_{k}", type_=table.c[k].type) for k in fields}
         statement = update(table).where(table.c.id == bindparam("_id")).values(values)
         connection.execute(statement, rows)
+
+
+def _named(project: str, name: str) -> Select[tuple[ServiceRow]]:
+    return select(ServiceRow).where(ServiceRow.project == project, ServiceRow.name == name)
+
+
+def _name_of(s: Session, service_id: str) -> str:
+    """The name of the service with this id, as its users know it (the id if there is none)."""
+    return s.scalar(select(ServiceRow.name).where(ServiceRow.id == service_id)) or service_id
+
+
+def _free_service_id(s: Session, project: str, name: str) -> str:
+    """The id of a new service: :func:`qualified_service_id`, unless a service made before
+    names were per project (whose id is its plain name, in any project) or one moved to
+    another project holds it; then ``<project>.<name>``, then that with ``+2``, ``+3``...
+    ('+' is in no project or service name, so those take no other service's id)."""
+    preferred = qualified_service_id(project, name)
+    candidates = [preferred, f"{project}{SERVICE_ID_SEPARATOR}{name}"]
+    for candidate in dict.fromkeys(candidates):
+        if s.get(ServiceRow, candidate) is None:
+            return candidate
+    number = 2
+    while s.get(ServiceRow, f"{candidates[1]}+{number}") is not None:
+        number += 1
+    return f"{candidates[1]}+{number}"
 
 
 _FINISHED_RUNS = select(RunRow.id).where(

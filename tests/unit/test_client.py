@@ -640,6 +640,52 @@ def test_cli_trigger_add_sends_parsed_options(fake_api: dict[str, Any]) -> None:
     }
 
 
+def test_a_service_is_named_within_a_project_for_platform_wide_keys(
+    fake_api: dict[str, Any],
+) -> None:
+    """Service names are per project: ``project`` goes along as ``?project=`` (or in the body
+    of a new trigger) where given, and not at all where not."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"items": [], "total": 0, "event_id": "e", "run_id": "r"})
+
+    api = client(handler)
+    api.get_service("orders", project="shop")
+    api.set_active("orders", False, project="shop")
+    api.list_versions("orders", project="shop")
+    api.run("orders", project="shop")
+    api.list_triggers("orders", project="shop")
+    api.add_trigger("shop.*", "orders", project="shop")
+    api.get_service("orders")
+    assert [(r.method, r.url.path, dict(r.url.params)) for r in seen] == [
+        ("GET", "/api/v1/services/orders", {"project": "shop"}),
+        ("PATCH", "/api/v1/services/orders", {"project": "shop"}),
+        ("GET", "/api/v1/services/orders/versions", {"project": "shop"}),
+        ("POST", "/api/v1/services/orders/runs", {"project": "shop"}),
+        ("GET", "/api/v1/triggers", {"service": "orders", "project": "shop"}),
+        ("POST", "/api/v1/triggers", {}),
+        ("GET", "/api/v1/services/orders", {}),
+    ]
+    assert json.loads(seen[5].content)["project"] == "shop"
+
+    routes = fake_api["routes"]
+    routes["POST", "/api/v1/services/orders/runs"] = httpx.Response(
+        202, json={"event_id": "e1", "run_id": "r1"}
+    )
+    routes["GET", "/api/v1/runs"] = httpx.Response(200, json={"items": [], "total": 0})
+    started = invoke("run", "start", "orders", "--project", "shop")
+    assert started.exit_code == 0, started.output
+    assert dict(fake_api["seen"][-1].url.params) == {"project": "shop"}
+    assert invoke("runs", "--service", "orders", "--project", "shop").exit_code == 0
+    assert dict(fake_api["seen"][-1].url.params) == {
+        "service": "orders",
+        "project": "shop",
+        "limit": "50",
+    }
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -685,3 +731,28 @@ def test_cli_push_of_an_invalid_folder_lists_problems(tmp_path: Path, fake_api: 
     assert result.exit_code == 1
     assert "manifest.json" in result.stderr
     assert fake_api["seen"] == []
+
+
+def test_cli_push_says_where_the_version_runs_and_why(tmp_path: Path, fake_api: dict) -> None:
+    summary = (
+        "runs in an isolated worker process because pydantic==1.10.13 installs pydantic "
+        "1.10.13; the platform runs pydantic 2.14.4"
+    )
+    version = {
+        "id": "hello@0123456789ab",
+        "label": None,
+        "requirements": ["pydantic==1.10.13"],
+        "isolation": {"mode": "process", "summary": summary, "note": None},
+    }
+    answer = {"service": {"name": "hello", "project": "shop"}, "version": version, "created": True}
+    fake_api["routes"]["POST", "/api/v1/services"] = httpx.Response(201, json=answer)
+    result = invoke("service", "push", str(write_service(tmp_path / "svc")))
+    assert result.exit_code == 0, result.output
+    assert f"  {summary}" in result.stdout
+    in_process = {"mode": "in-process", "summary": "runs in the executor's process"}
+    plain = {**version, "requirements": [], "isolation": in_process}
+    fake_api["routes"]["POST", "/api/v1/services"] = httpx.Response(
+        201, json={**answer, "version": plain}
+    )
+    quiet = invoke("service", "push", str(write_service(tmp_path / "svc")))
+    assert quiet.exit_code == 0 and "runs in" not in quiet.stdout  # nothing to decide

@@ -1,9 +1,11 @@
 """What several route modules share: the route parameters of runs, logs and reports, time
-arguments, the service and run lookups with their access checks, and a run row's log lines."""
+arguments, service names by id, the run lookup with its access check, and a run row's log
+lines."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -11,7 +13,7 @@ from fastapi import Path, Query
 
 from fxray.api.auth import Principal, Role, require_project
 from fxray.api.errors import invalid, not_found
-from fxray.api.schemas.common import NO_NUL
+from fxray.api.schemas.common import NAME_PATTERN, NO_NUL
 from fxray.api.schemas.logs import LogLineOut
 from fxray.runtime.runs import RunStatus
 from fxray.store import NotFound, StateStore
@@ -22,6 +24,14 @@ FINAL = frozenset(s.value for s in RunStatus if s.is_final)
 
 ServiceName = Annotated[
     str, Path(min_length=1, max_length=64, pattern=NO_NUL, description="The service's name")
+]
+ServiceProject = Annotated[
+    str | None,
+    Query(
+        pattern=NAME_PATTERN,
+        description="The service's project: platform-wide keys name it where the service's "
+        "name is in several projects (a project key's own project is the default)",
+    ),
 ]
 RunId = Annotated[
     str, Path(min_length=1, max_length=64, pattern=NO_NUL, description="The run's id")
@@ -61,14 +71,9 @@ def parse_moment(value: str | None, name: str) -> float | None:
         ) from None
 
 
-def service_project(store: StateStore, caller: Principal, name: str, role: Role) -> str:
-    """The project of service ``name`` after the access check."""
-    try:
-        project = q.service_project(store, name)
-    except NotFound:
-        raise not_found(f"service {name!r}") from None
-    require_project(caller, project, role, f"service {name!r}")
-    return project
+def service_names(store: StateStore, service_ids: Iterable[str]) -> dict[str, str]:
+    """``{service id: name}`` (the name its project knows it by) for those that exist."""
+    return {sid: key.name for sid, key in q.service_keys(store, service_ids).items()}
 
 
 def visible_run(store: StateStore, caller: Principal, run_id: str, role: Role) -> q.RunView:

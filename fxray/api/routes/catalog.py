@@ -51,21 +51,22 @@ def _linked(triggers: list[TriggerRecord], event_type: str) -> list[str]:
 
 
 class _View:
-    """What one caller may see of the catalog: the services of its project (None: all)."""
+    """What one caller may see of the catalog: the services of its project (all for a
+    platform-wide key without ``project``), shown by name."""
 
     def __init__(self, store: StateStore, caller: Principal, project: str | None) -> None:
         scope = caller.scope(project)
-        self.services: set[str] | None = (
-            None if scope is None else {s.name for s in store.list_services(project=scope)}
-        )
+        self.scoped = scope is not None
+        # service id -> name (emitters and triggers name services by id)
+        self.names = {s.id: s.name for s in store.list_services(project=scope)}
         self.triggers = store.list_triggers()
 
     def out(self, record: EventTypeRecord) -> EventTypeOut | None:
         """The record as this caller sees it, or None if it is none of its business."""
         emitters, linked = list(record.emitters), _linked(self.triggers, record.type)
-        if self.services is not None:
-            emitters = [s for s in emitters if s in self.services]
-            linked = [s for s in linked if s in self.services]
+        if self.scoped:
+            emitters = [s for s in emitters if s in self.names]
+            linked = [s for s in linked if s in self.names]
             if not emitters and not linked:
                 return None
         return EventTypeOut(
@@ -73,8 +74,8 @@ class _View:
             count=record.count,
             first_seen=record.first_seen,
             last_seen=record.last_seen,
-            emitters=sorted(emitters),
-            linked_services=linked,
+            emitters=sorted({self.names.get(s, s) for s in emitters}),
+            linked_services=sorted({self.names.get(s, s) for s in linked}),
             schema_version=record.schema_version,
         )
 

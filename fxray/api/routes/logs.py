@@ -11,7 +11,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
@@ -20,12 +20,23 @@ from fxray.api.auth import Caller
 from fxray.api.deps import PlatformDep, StoreDep
 from fxray.api.errors import ApiError, invalid
 from fxray.api.pagination import Page, PageParams, Paging
-from fxray.api.routes._common import FINAL, Moment, RunId, log_lines, parse_moment, visible_run
+from fxray.api.routes._common import (
+    FINAL,
+    Moment,
+    RunId,
+    log_lines,
+    parse_moment,
+    service_names,
+    visible_run,
+)
 from fxray.api.schemas.common import NO_NUL
 from fxray.api.schemas.logs import LogHitOut, LogLineOut
 from fxray.ops import queries as oq
 from fxray.store import NotFound, StateStore
 from fxray.store import queries as q
+
+if TYPE_CHECKING:
+    from fxray.settings import Settings
 
 router = APIRouter(tags=["runs"])
 
@@ -129,17 +140,28 @@ async def stream_logs(
     ``end`` event."""
     await asyncio.to_thread(visible_run, store, caller, run_id, "viewer")
     start = int(last_event_id) + 1 if last_event_id and last_event_id.isdigit() else 0
-    ops = oq.ops_queries(platform.settings)
-    lines = (
-        _follow(store, run_id, start, level, step)
-        if ops is None
-        else _follow_ops(store, ops, run_id, start - 1, level, step)
-    )
     return StreamingResponse(
-        lines,
+        follow_log(store, platform.settings, run_id, start, level, step),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+def follow_log(
+    store: StateStore,
+    settings: Settings,
+    run_id: str,
+    start: int,
+    levels: list[str] | None,
+    step: str | None,
+) -> AsyncIterator[str]:
+    """What ``/runs/{id}/logs/stream`` sends (also the web UI's source): Server-Sent Events
+    text of a run's lines from index ``start``, from the ops store when the ops sink is on,
+    else from the run row; then an ``end`` event. The run's access check is the caller's."""
+    ops = oq.ops_queries(settings)
+    if ops is None:
+        return _follow(store, run_id, start, levels, step)
+    return _follow_ops(store, ops, run_id, start - 1, levels, step)
 
 
 def _sse(event: str, data: Any, event_id: int | None = None) -> str:
@@ -240,9 +262,11 @@ def search_logs(
     level: Annotated[
         list[LogLevel] | None, Query(description="Only these levels (repeat for several)")
     ] = None,
-    service: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
+    service: Annotated[
+        str | None, Query(max_length=64, pattern=NO_NUL, description="A service's name")
+    ] = None,
     version: Annotated[
-        str | None, Query(max_length=128, pattern=NO_NUL, description="A version id or label")
+        str | None, Query(max_length=160, pattern=NO_NUL, description="A version id or label")
     ] = None,
     since: Moment = None,
     until: Moment = None,
@@ -259,8 +283,10 @@ def search_logs(
     10,000), else from the newest 1,000 matching runs' logs in the database."""
     scope = caller.scope(project)
     services = oq.project_services(store, scope) if scope is not None else None
-    if service is not None:
-        services = [service] if services is None or service in services else []
+    if service is not None:  # a name: the service of that name in each project in scope
+        services = [
+            s.id for s in store.services_named(service) if scope is None or s.project == scope
+        ]
     versions = oq.version_ids(store, version, services) if version is not None else None
     search = oq.LogSearch(
         text=text,
@@ -285,6 +311,7 @@ def search_logs(
             hits, total = ops.search_logs(search, offset=paging.offset, limit=paging.limit)
         except Exception as exc:
             raise _ops_unavailable(exc) from exc
+    names = service_names(store, {h.service for h in hits})
     items = [
         LogHitOut(
             index=h.index,
@@ -293,7 +320,7 @@ def search_logs(
             step=h.step,
             message=h.message,
             run_id=h.run_id,
-            service=h.service,
+            service=names.get(h.service, h.service),
             version=h.version,
             correlation_id=h.correlation_id,
         )

@@ -9,9 +9,9 @@ import time
 
 from fastapi import APIRouter
 
-from fxray.api.auth import Caller
+from fxray.api.auth import Caller, visible_service
 from fxray.api.deps import StoreDep
-from fxray.api.routes._common import Moment, ServiceName, parse_moment, service_project
+from fxray.api.routes._common import Moment, ServiceName, ServiceProject, parse_moment
 from fxray.api.schemas.common import VersionRef
 from fxray.api.schemas.reports import ReportOut, VersionReport
 from fxray.store import queries as q
@@ -28,16 +28,17 @@ def service_report(
     store: StoreDep,
     since: Moment = None,
     until: Moment = None,
+    project: ServiceProject = None,
 ) -> ReportOut:
     """Per version, the runs created in ``[since, until)`` (default: the last 24 hours): counts,
     error rate and duration percentiles of finished runs, to compare the versions of an A/B
     split on the same events."""
-    service_project(store, caller, name, "viewer")
+    service = visible_service(store, caller, name, "viewer", project)
     end = parse_moment(until, "until")
     end = time.time() if end is None else end
     start = parse_moment(since, "since")
     start = end - REPORT_WINDOW_S if start is None else start
-    stats = q.version_report(store, name, start, end)
+    stats = q.version_report(store, service.id, start, end)
     labels = q.version_labels(store, [s.version_id for s in stats])
     return ReportOut(
         service=name,

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, status
 
-from fxray.api.auth import Caller
+from fxray.api.auth import Caller, visible_service
 from fxray.api.deps import PlatformDep, StoreDep
 from fxray.api.errors import ApiError, invalid
 from fxray.api.pagination import Page, Paging
@@ -24,9 +24,9 @@ from fxray.api.routes._common import (
     Moment,
     RunId,
     ServiceName,
+    ServiceProject,
     log_lines,
     parse_moment,
-    service_project,
     visible_run,
 )
 from fxray.api.schemas.common import NO_NUL, VersionRef
@@ -72,7 +72,7 @@ def _run_out(view: q.RunView, cls: type[RunOut] = RunOut, **extra: Any) -> Any:
     run = view.run
     return cls(
         id=run.id,
-        service=run.service,
+        service=view.service_name or run.service,
         project=view.project,
         version=VersionRef(id=run.version_id, label=view.version_label),
         trigger_id=run.trigger_id,
@@ -125,12 +125,12 @@ def start_run(
     caller: Caller,
     store: StoreDep,
     platform: PlatformDep,
+    project: ServiceProject = None,
 ) -> RunStarted:
     """Start a manual run (developer). The parameters are checked against the version's
     ``parameters.json`` (422 lists every problem); the run appears under ``run_id`` as soon as
     a router picks the event up."""
-    service_project(store, caller, name, "developer")
-    service = store.get_service(name)
+    service = visible_service(store, caller, name, "developer", project)
     if not service.active:
         raise ApiError(409, f"service {name!r} is not active")
     if not service.allow_manual_triggering:
@@ -138,11 +138,11 @@ def start_run(
     version = None
     if body.version is not None:
         try:
-            version = store.resolve_version(name, body.version).id
+            version = store.resolve_version(service.id, body.version).id
         except NotFound as exc:
             raise _version_problem(str(exc).strip("'\"")) from None
     try:
-        event = platform.run(name, body.params, version=version, priority=body.priority)
+        event = platform.run(service.id, body.params, version=version, priority=body.priority)
     except ParameterError as exc:
         raise invalid("the parameters are invalid", _param_problems(exc)) from None
     return RunStarted(event_id=event["id"], run_id=run_id_for(event["id"], MANUAL_TRIGGER))
@@ -156,9 +156,11 @@ def list_runs(
     caller: Caller,
     store: StoreDep,
     paging: Paging,
-    service: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
+    service: Annotated[
+        str | None, Query(max_length=64, pattern=NO_NUL, description="A service's name")
+    ] = None,
     version: Annotated[
-        str | None, Query(max_length=128, pattern=NO_NUL, description="A version id or label")
+        str | None, Query(max_length=160, pattern=NO_NUL, description="A version id or label")
     ] = None,
     status: RunStatus | None = None,
     since: Moment = None,
@@ -174,7 +176,7 @@ def list_runs(
     ``since`` is inclusive and ``until`` exclusive, on the run's creation time."""
     filters = q.RunFilter(
         project=caller.scope(project),
-        service=service,
+        service_name=service,
         version=version,
         status=status.value if status is not None else None,
         since=parse_moment(since, "since"),
@@ -259,7 +261,7 @@ def replay_run(
             raise _version_problem(str(exc).strip("'\"")) from None
     service = store.get_service(run.service)
     if not service.active:
-        raise ApiError(409, f"service {run.service!r} is not active")
+        raise ApiError(409, f"service {service.name!r} is not active")
     original = q.get_event(store, run.event_id)
     if original is None:
         raise ApiError(409, f"the trigger event of run {run_id!r} was not kept: cannot replay")

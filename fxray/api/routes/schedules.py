@@ -17,6 +17,7 @@ from fxray.api.auth import Caller, Principal, Role, require_project, visible_ser
 from fxray.api.deps import PlatformDep, StoreDep
 from fxray.api.errors import ApiError, invalid, not_found
 from fxray.api.pagination import Page, Paging
+from fxray.api.routes._common import ServiceProject
 from fxray.api.schemas.schedules import (
     NextTicksOut,
     ScheduleIn,
@@ -38,11 +39,11 @@ ServiceName = Annotated[str, Path(pattern=NAME_PATTERN, description="A service n
 ScheduleId = Annotated[str, Path(pattern=ID_PATTERN, description="A schedule id")]
 
 
-def _out(record: ScheduleRecord, project: str) -> ScheduleOut:
+def _out(record: ScheduleRecord, service: ServiceRecord) -> ScheduleOut:
     return ScheduleOut(
         id=record.id,
-        service=record.service,
-        project=project,
+        service=service.name,
+        project=service.project,
         cron=record.cron,
         params=dict(record.params),
         origin=record.origin,
@@ -97,7 +98,7 @@ def list_schedules(
     store: StoreDep,
     paging: Paging,
     service: Annotated[
-        str | None, Query(pattern=NAME_PATTERN, description="Only this service")
+        str | None, Query(pattern=NAME_PATTERN, description="Only this service (by name)")
     ] = None,
     project: Annotated[
         str | None, Query(pattern=PROJECT_PATTERN, description="Only this project (platform admin)")
@@ -107,11 +108,12 @@ def list_schedules(
 ) -> Page[ScheduleOut]:
     """Schedules of the services this key can see, by service and creation time."""
     scope = caller.scope(project)
-    projects = {s.name: s.project for s in store.list_services(project=scope)}
+    services = {s.id: s for s in store.list_services(project=scope)}
     items = [
-        _out(s, projects[s.service])
-        for s in store.list_schedules(service)
-        if s.service in projects
+        _out(s, services[s.service])
+        for s in store.list_schedules()
+        if s.service in services
+        and (service is None or services[s.service].name == service)
         and (active is None or s.active == active)
         and (origin is None or s.origin == origin)
     ]
@@ -125,21 +127,22 @@ def create_schedule(
     caller: Caller,
     store: StoreDep,
     platform: PlatformDep,
+    project: ServiceProject = None,
 ) -> ScheduleOut:
     """Add a schedule to a service (developer): its ticks run the service with ``params``."""
-    service = visible_service(store, caller, name, "developer")
+    service = visible_service(store, caller, name, "developer", project)
     cron = _cron(body.cron)
-    params = _params(platform, store, name, body.params)
-    record = store.upsert_schedule(name, cron, params=params, origin="api")
+    params = _params(platform, store, service.id, body.params)
+    record = store.upsert_schedule(service.id, cron, params=params, origin="api")
     if not body.active:
         record = store.update_schedule(record.id, active=False)
-    return _out(record, service.project)
+    return _out(record, service)
 
 
 @router.get("/schedules/{schedule_id}")
 def get_schedule(schedule_id: ScheduleId, caller: Caller, store: StoreDep) -> ScheduleOut:
     schedule, service = _schedule(store, caller, schedule_id, "viewer")
-    return _out(schedule, service.project)
+    return _out(schedule, service)
 
 
 @router.patch("/schedules/{schedule_id}")
@@ -172,8 +175,8 @@ def update_schedule(
     if body.active is not None:
         changes["active"] = body.active
     if not changes:
-        return _out(schedule, service.project)
-    return _out(store.update_schedule(schedule_id, **changes), service.project)
+        return _out(schedule, service)
+    return _out(store.update_schedule(schedule_id, **changes), service)
 
 
 @router.delete("/schedules/{schedule_id}", status_code=status.HTTP_204_NO_CONTENT)

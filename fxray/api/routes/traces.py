@@ -16,6 +16,7 @@ from fxray.api.errors import not_found
 from fxray.api.schemas.common import NO_NUL, VersionRef
 from fxray.api.schemas.traces import TraceEdge, TraceEvent, TraceOut, TraceRun
 from fxray.events import cloudevent as ev
+from fxray.store import RunRecord
 from fxray.store import queries as q
 
 router = APIRouter(tags=["runs", "traces"])
@@ -37,11 +38,7 @@ def get_trace(
     trace = q.load_trace(store, key)
     if trace is None:
         raise not_found(f"trace {key!r}")
-    runs = [
-        r
-        for r in trace.runs
-        if caller.platform_admin or caller.can_see(trace.projects.get(r.service) or "")
-    ]
+    runs = [r for r in trace.runs if caller.platform_admin or caller.can_see(_project(trace, r))]
     run_ids = {r.id for r in runs}
     triggering = {r.event_id for r in runs}
     events = [
@@ -75,7 +72,8 @@ def get_trace(
         runs=[
             TraceRun(
                 id=r.id,
-                service=r.service,
+                service=_name(trace, r),
+                project=_project(trace, r) or None,
                 version=VersionRef(id=r.version_id, label=trace.labels.get(r.version_id)),
                 trigger_id=r.trigger_id,
                 event_id=r.event_id,
@@ -94,6 +92,18 @@ def get_trace(
         ],
         edges=[edge for *_, edge in edges],
     )
+
+
+def _name(trace: q.Trace, run: RunRecord) -> str:
+    """The name of the run's service in its project (its id if the service is gone)."""
+    key = trace.services.get(run.service)
+    return key.name if key is not None else run.service
+
+
+def _project(trace: q.Trace, run: RunRecord) -> str:
+    """The project of the run's service ("" if the service is gone)."""
+    key = trace.services.get(run.service)
+    return key.project if key is not None else ""
 
 
 def _trace_event(item: dict[str, Any]) -> TraceEvent:

@@ -31,7 +31,14 @@ from fxray.api.schemas.triggers import (
 )
 from fxray.events import mappings as mp
 from fxray.router.triggers import validate_pattern, validate_weights
-from fxray.store import Conflict, MappingRecord, NotFound, StateStore, TriggerRecord
+from fxray.store import (
+    Conflict,
+    MappingRecord,
+    NotFound,
+    ServiceRecord,
+    StateStore,
+    TriggerRecord,
+)
 from fxray.store.mappings import MappingCheck
 
 router = APIRouter()
@@ -46,12 +53,12 @@ _DATA_PATH = re.compile(r"^data(\.[^.\s]{1,128}){1,16}$")
 # -- triggers ---------------------------------------------------------------------------------
 
 
-def _trigger(record: TriggerRecord, project: str) -> TriggerOut:
+def _trigger(record: TriggerRecord, service: ServiceRecord) -> TriggerOut:
     return TriggerOut(
         id=record.id,
         pattern=record.pattern,
-        service=record.service,
-        project=project,
+        service=service.name,
+        project=service.project,
         filters=dict(record.filters),
         weights=dict(record.weights),
         shadow_version=record.shadow_version,
@@ -62,21 +69,16 @@ def _trigger(record: TriggerRecord, project: str) -> TriggerOut:
     )
 
 
-def _service_project(store: StateStore, caller: Principal, service: str, role: Role) -> str:
-    """The project of ``service``; 404 if this key cannot see it, 403 if the role is too low."""
-    return str(visible_service(store, caller, service, role).project)
-
-
 def _visible_trigger(
     store: StateStore, caller: Principal, trigger_id: str, role: Role
-) -> tuple[TriggerRecord, str]:
+) -> tuple[TriggerRecord, ServiceRecord]:
     try:
         trigger = store.get_trigger(trigger_id)
-        project = store.get_service(trigger.service).project
+        service = store.get_service(trigger.service)
     except NotFound:
         raise not_found(f"trigger {trigger_id!r}") from None
-    require_project(caller, project, role, f"trigger {trigger_id!r}")
-    return trigger, project
+    require_project(caller, service.project, role, f"trigger {trigger_id!r}")
+    return trigger, service
 
 
 def _pattern_problems(pattern: str) -> list[str]:
@@ -99,15 +101,15 @@ def _filter_problems(filters: dict[str, str]) -> list[str]:
     return problems
 
 
-def _resolve(store: StateStore, service: str, ref: str) -> str | None:
+def _resolve(store: StateStore, service: ServiceRecord, ref: str) -> str | None:
     try:
-        return store.resolve_version(service, ref).id
+        return store.resolve_version(service.id, ref).id
     except NotFound:
         return None
 
 
 def _weight_problems(
-    store: StateStore, service: str, weights: dict[str, int]
+    store: StateStore, service: ServiceRecord, weights: dict[str, int]
 ) -> tuple[dict[str, int], list[str]]:
     """The weights keyed by version id, and what is wrong with them."""
     problems = []
@@ -122,7 +124,7 @@ def _weight_problems(
     for ref, weight in clean.items():
         version = _resolve(store, service, ref)
         if version is None:
-            problems.append(f"weights: service {service!r} has no version {ref!r}")
+            problems.append(f"weights: service {service.name!r} has no version {ref!r}")
         elif version in resolved:
             problems.append(f"weights: {ref!r} names version {version!r} a second time")
         else:
@@ -131,13 +133,13 @@ def _weight_problems(
 
 
 def _shadow_problems(
-    store: StateStore, service: str, shadow: str | None
+    store: StateStore, service: ServiceRecord, shadow: str | None
 ) -> tuple[str | None, list[str]]:
     if shadow is None:
         return None, []
     version = _resolve(store, service, shadow)
     if version is None:
-        return None, [f"shadow_version: service {service!r} has no version {shadow!r}"]
+        return None, [f"shadow_version: service {service.name!r} has no version {shadow!r}"]
     return version, []
 
 
@@ -146,7 +148,9 @@ def list_triggers(
     caller: Caller,
     store: StoreDep,
     paging: Paging,
-    service: Annotated[str | None, Query(max_length=255, description="Only this service")] = None,
+    service: Annotated[
+        str | None, Query(max_length=255, description="Only this service (by name)")
+    ] = None,
     project: Annotated[
         str | None, Query(max_length=64, description="Only this project (platform admins)")
     ] = None,
@@ -156,11 +160,13 @@ def list_triggers(
 ) -> Page[TriggerOut]:
     """The triggers of the services this key can see."""
     scope = caller.scope(project)
-    projects = {s.name: s.project for s in store.list_services(project=scope)}
+    services = {s.id: s for s in store.list_services(project=scope)}
     triggers = [
-        _trigger(t, projects[t.service])
-        for t in store.list_triggers(service)
-        if t.service in projects and (pattern is None or t.pattern == pattern)
+        _trigger(t, services[t.service])
+        for t in store.list_triggers()
+        if t.service in services
+        and (service is None or services[t.service].name == service)
+        and (pattern is None or t.pattern == pattern)
     ]
     return paging.page(triggers)
 
@@ -169,32 +175,35 @@ def list_triggers(
 def create_trigger(
     body: TriggerIn, caller: Caller, store: StoreDep, platform: PlatformDep
 ) -> TriggerOut:
-    """Link events whose type matches ``pattern`` to a service (developer in its project).
+    """Link events whose type matches ``pattern`` to a service (developer in its project): the
+    service ``service`` of the key's project, or of ``project``.
 
     Running routers use the link within a second; events already routed are not re-routed.
     """
-    project = _service_project(store, caller, body.service, "developer")
+    service = visible_service(
+        store, caller, body.service, "developer", body.project, where="body.project"
+    )
     problems = _pattern_problems(body.pattern) + _filter_problems(body.filters)
-    weights, more = _weight_problems(store, body.service, body.weights)
-    shadow, most = _shadow_problems(store, body.service, body.shadow_version)
+    weights, more = _weight_problems(store, service, body.weights)
+    shadow, most = _shadow_problems(store, service, body.shadow_version)
     problems += more + most
     if problems:
         raise invalid("the trigger is invalid", problems)
     record = platform.link(
         body.pattern,
-        body.service,
+        service.id,
         filters=body.filters,
         weights=weights,
         shadow=shadow,
         ordered=body.ordered,
     )
-    return _trigger(record, project)
+    return _trigger(record, service)
 
 
 @triggers_router.get("/triggers/{trigger_id}")
 def get_trigger(trigger_id: str, caller: Caller, store: StoreDep) -> TriggerOut:
-    trigger, project = _visible_trigger(store, caller, trigger_id, "viewer")
-    return _trigger(trigger, project)
+    trigger, service = _visible_trigger(store, caller, trigger_id, "viewer")
+    return _trigger(trigger, service)
 
 
 @triggers_router.patch("/triggers/{trigger_id}")
@@ -203,7 +212,7 @@ def update_trigger(
 ) -> TriggerOut:
     """Change a trigger's pattern, filters, weights, shadow version, ordering or switch it
     on/off (developer); running routers follow within a second."""
-    trigger, project = _visible_trigger(store, caller, trigger_id, "developer")
+    trigger, service = _visible_trigger(store, caller, trigger_id, "developer")
     given = body.model_fields_set
     changes: dict[str, Any] = {}
     problems: list[str] = []
@@ -219,18 +228,16 @@ def update_trigger(
         changes["filters"] = body.filters or {}
         problems += _filter_problems(changes["filters"])
     if "weights" in given:
-        changes["weights"], more = _weight_problems(store, trigger.service, body.weights or {})
+        changes["weights"], more = _weight_problems(store, service, body.weights or {})
         problems += more
     if "shadow_version" in given:
-        changes["shadow_version"], more = _shadow_problems(
-            store, trigger.service, body.shadow_version
-        )
+        changes["shadow_version"], more = _shadow_problems(store, service, body.shadow_version)
         problems += more
     if problems:
         raise invalid("the trigger change is invalid", problems)
     if not changes:
-        return _trigger(trigger, project)
-    return _trigger(platform.update_trigger(trigger_id, **changes), project)
+        return _trigger(trigger, service)
+    return _trigger(platform.update_trigger(trigger_id, **changes), service)
 
 
 @triggers_router.delete("/triggers/{trigger_id}", status_code=status.HTTP_204_NO_CONTENT)

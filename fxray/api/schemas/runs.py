@@ -12,7 +12,7 @@ from fxray.api.schemas.logs import LogLineOut
 from fxray.runtime.runs import RunStatus
 
 VersionRefIn = Annotated[
-    str, Field(min_length=1, max_length=128, pattern=NO_NUL, description="A version id or label")
+    str, Field(min_length=1, max_length=160, pattern=NO_NUL, description="A version id or label")
 ]
 
 
@@ -64,7 +64,7 @@ class StepOut(BaseModel):
 
 class RunOut(BaseModel):
     id: str
-    service: str
+    service: str = Field(description="The service's name in its project")
     project: str | None
     version: VersionRef
     trigger_id: str | None = Field(description="A trigger's id, or manual / schedule / replay")

@@ -25,7 +25,8 @@ class TraceEvent(BaseModel):
 
 class TraceRun(BaseModel):
     id: str
-    service: str
+    service: str = Field(description="The service's name in its project")
+    project: str | None = Field(default=None, description="The service's project")
     version: VersionRef
     trigger_id: str | None
     event_id: str

@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from fxray.api.schemas.common import NAME_PATTERN
+
 MAX_FILTERS = 32
 MAX_VERSIONS = 32
 MAX_FIELDS = 100
@@ -36,7 +38,12 @@ class TriggerIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     pattern: Text = Field(description="An event type, or a glob such as 'orders.*'")
-    service: Text
+    service: Text = Field(description="The service's name in its project")
+    project: Annotated[str, Field(pattern=NAME_PATTERN)] | None = Field(
+        default=None,
+        description="The service's project: platform-wide keys name it where the service's "
+        "name is in several projects (a project key's own project is the default)",
+    )
     filters: Filters = Field(default_factory=dict)
     weights: Weights = Field(default_factory=dict)
     shadow_version: Text | None = Field(
@@ -65,7 +72,7 @@ class TriggerPatch(BaseModel):
 class TriggerOut(BaseModel):
     id: str
     pattern: str
-    service: str
+    service: str = Field(description="The service's name in its project")
     project: str
     filters: dict[str, str]
     weights: dict[str, int] = Field(description="Version id -> weight")

@@ -4,7 +4,7 @@
 Otherwise it takes a lock that serialises concurrent first starts (``pg_advisory_xact_lock`` on
 PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite), checks again, stamps a database made by the old
 ``create_all`` (tables but no ``alembic_version``) at the baseline, and upgrades to head, all in
-one transaction.
+one transaction (on SQLite with foreign keys off, as SQLite's way of altering tables needs).
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import functools
 import importlib
 import pkgutil
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
@@ -75,7 +77,12 @@ def upgrade(engine: Engine) -> str:
     with engine.connect() as connection:
         if current(connection) == target:
             return target
-    with _ALEMBIC, engine.begin() as connection:
+    with (
+        _ALEMBIC,
+        engine.connect() as connection,
+        _foreign_keys_off(connection),
+        connection.begin(),
+    ):
         _lock(connection)
         revision = current(connection)
         if revision != target:
@@ -84,6 +91,27 @@ def upgrade(engine: Engine) -> str:
                 command.stamp(cfg, BASELINE)  # made by create_all before migrations existed
             command.upgrade(cfg, "head")
     return target
+
+
+@contextmanager
+def _foreign_keys_off(connection: Connection) -> Iterator[None]:
+    """SQLite: foreign keys off while migrating (they cannot change inside a transaction).
+    A migration recreates tables (batch mode), and dropping a table that others reference
+    would otherwise delete, by cascade, the rows that reference it; the migration checks the
+    keys itself (``PRAGMA foreign_key_check``). Other databases: nothing to do."""
+    if connection.dialect.name != "sqlite":
+        yield
+        return
+    was_on = connection.exec_driver_sql("PRAGMA foreign_keys").scalar()
+    connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+    connection.commit()
+    try:
+        yield
+    finally:
+        if connection.in_transaction():
+            connection.rollback()
+        connection.exec_driver_sql(f"PRAGMA foreign_keys={'ON' if was_on else 'OFF'}")
+        connection.commit()
 
 
 def _lock(connection: Connection) -> None:

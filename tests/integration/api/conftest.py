@@ -39,6 +39,11 @@ class ApiHarness:
     database: str
     _projects: list[str] = field(default_factory=list)
 
+    def service_id(self, name: str, project: ProjectKeys) -> str:
+        """The platform's id of ``project``'s service ``name``: what the ``Platform`` methods
+        and run records name it by (names are per project, ids unique on the platform)."""
+        return self.platform.find_service(name, project.name).id
+
     def project(self, prefix: str = "p") -> ProjectKeys:
         name = f"{prefix}-{uuid.uuid4().hex[:8]}"
         answer = self.client.post("/api/v1/projects", json={"name": name}, headers=self.admin)

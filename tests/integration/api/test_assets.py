@@ -87,7 +87,7 @@ def _upload_runs_service(api: ApiHarness, tmp_path: Path) -> tuple[ProjectKeys, 
 
     (run,) = api.platform.wait_for_runs(event_id=body["event_id"], timeout=120)
     assert run.status == "succeeded", run.error
-    assert run.service == service
+    assert run.service == api.service_id(service, keys)
     assert run.result == {
         "type": "fxray.asset.uploaded",
         "subject": "in/orders 1.csv",

@@ -253,7 +253,8 @@ def test_manual_run_with_parameters(sqlite_api: ApiHarness, service_dir: Service
     assert run["status"] == "succeeded", run["error"]
     assert run["event_id"] == started["event_id"]
     assert run["trigger_id"] == "manual" and run["priority"] == 2 and run["attempt"] == 1
-    assert run["version"]["label"] == "first" and run["version"]["id"].startswith(service)
+    assert run["version"]["label"] == "first" and run["service"] == service
+    assert run["version"]["id"].startswith(api.service_id(service, project) + "@")
     assert run["result"] == {"order_id": "A-1", "double": 25.0}
     assert run["trigger_event"]["type"] == "fxray.run.manual"
     assert run["trigger_event"]["data"] == {"order_id": "A-1", "amount": 12.5, "express": False}
@@ -323,7 +324,7 @@ def test_invalid_parameters_list_every_problem(
     assert missing.status_code == 404
     assert _runs(api, project.viewer, service=service)["total"] == 0
 
-    api.platform.activate(service, False)
+    api.platform.activate(api.service_id(service, project), False)
     inactive = api.client.post(path, json={}, headers=project.developer)
     assert inactive.status_code == 409
 
@@ -387,7 +388,7 @@ def test_replay_on_the_same_and_another_version(
     _deploy(
         api, project, service_dir, service, {"echo.py": ECHO.replace("hello", "hi")}, label="v2"
     )
-    api.platform.link(event_type, service, weights={"v1": 100})
+    api.platform.link(event_type, api.service_id(service, project), weights={"v1": 100})
     sent = api.platform.send(event_type, {"name": "Ada"}, partitionkey="k1")
     (original,) = api.platform.wait_for_runs(event_id=sent["id"], timeout=60)
     assert original.status == "succeeded"
@@ -410,7 +411,7 @@ def test_replay_on_the_same_and_another_version(
         event = replay["trigger_event"]
         assert event["type"] == event_type and event["data"] == {"name": "Ada"}
         assert event["partitionkey"] == "k1" and event["fxreplayof"] == original.id
-        assert event["fxtarget"] == service
+        assert event["fxtarget"] == api.service_id(service, project)  # the event names ids
     assert any(line["message"] == "hi Ada" for line in moved["logs"])
     # only the replays ran: the link did not pick the replayed events up too
     flow = _runs(api, project.viewer, correlation_id=sent["id"])
@@ -449,7 +450,9 @@ def test_report_compares_two_versions(sqlite_api: ApiHarness, service_dir: Servi
     flaky = "from fxray import context\nif context.params['n'] % 2 == 0:\n    raise ValueError\n"
     _deploy(api, project, service_dir, service, {"m.py": flaky}, label="left")
     _deploy(api, project, service_dir, service, {"m.py": "pass\n"}, label="right")
-    api.platform.link(event_type, service, weights={"left": 50, "right": 50})
+    api.platform.link(
+        event_type, api.service_id(service, project), weights={"left": 50, "right": 50}
+    )
     started = time.time()
     sent = [api.platform.send(event_type, {"n": n}) for n in range(24)]
     for event in sent:

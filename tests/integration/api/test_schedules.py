@@ -71,8 +71,10 @@ def wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "condi
         time.sleep(0.1)
 
 
-def succeeded(platform: Platform, service: str) -> list[RunRecord]:
-    return platform.runs(service=service, status="succeeded", limit=None)
+def succeeded(api: ApiHarness, project: ProjectKeys, service: str) -> list[RunRecord]:
+    """The succeeded runs of ``project``'s service ``service``."""
+    service_id = api.service_id(service, project)
+    return api.platform.runs(service=service_id, status="succeeded", limit=None)
 
 
 # --------------------------------------------------------------------------- API schedules
@@ -94,7 +96,7 @@ def test_a_schedule_every_second_runs_the_service_with_its_params(
         schedule["origin"] == "api" and schedule["active"] and schedule["project"] == project.name
     )
     assert schedule["params"] == {"region": "ch", "n": 3}
-    runs = wait_for(lambda: len(r := succeeded(api.platform, service)) >= 3 and r, what="3 ticks")
+    runs = wait_for(lambda: len(r := succeeded(api, project, service)) >= 3 and r, what="3 ticks")
     api.client.patch(
         f"/api/v1/schedules/{schedule['id']}", json={"active": False}, headers=project.developer
     )
@@ -292,7 +294,7 @@ def test_skip_skips_exactly_the_next_tick(
     after = stamp(skipped["next"]) + 2
 
     def fired() -> list[float]:
-        return sorted(stamp(r.result["scheduled_for"]) for r in succeeded(api.platform, service))
+        return sorted(stamp(r.result["scheduled_for"]) for r in succeeded(api, project, service))
 
     times = wait_for(lambda: after in (t := fired()) and t, what="the ticks after the skipped one")
     api.client.patch(
@@ -312,7 +314,7 @@ def test_ticks_of_an_inactive_service_are_consumed_without_runs(
 ) -> None:
     api, project = sqlite_api, sqlite_api.project()
     service = deploy(api, project, service_dir)
-    api.platform.activate(service, False)
+    api.platform.activate(api.service_id(service, project), False)
     made = api.client.post(
         f"/api/v1/services/{service}/schedules",
         json={"cron": EVERY_SECOND},
@@ -328,7 +330,7 @@ def test_ticks_of_an_inactive_service_are_consumed_without_runs(
     )
     api.client.patch(url, json={"active": False}, headers=project.developer)
     time.sleep(1.0)
-    assert api.platform.runs(service=service, limit=None) == []
+    assert api.platform.runs(service=api.service_id(service, project), limit=None) == []
 
 
 # --------------------------------------------------------------------------- two processes

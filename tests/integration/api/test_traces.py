@@ -42,7 +42,8 @@ def test_trace_of_a_three_service_flow(api: ApiHarness, service_dir: Callable[..
     correlation = f"order-{tag}"
     root = api.platform.send(types[0], {"hop": 0}, fxcorrelationid=correlation)
     runs = api.platform.wait_for_runs(correlation_id=correlation, count=3, timeout=90)
-    assert [r.service for r in runs] == names
+    ids = [api.service_id(name, owner) for name, owner in zip(names, owners, strict=True)]
+    assert [r.service for r in runs] == ids
 
     # the whole graph, from the root event id, from the correlation id, from a later event
     whole = _trace(api, root["id"], api.admin)

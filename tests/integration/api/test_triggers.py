@@ -59,8 +59,12 @@ def test_trigger_crud_and_role_boundaries(api: ApiHarness, tmp_path: Path) -> No
     )
     assert made.status_code == 201, made.text
     trigger = made.json()
-    assert trigger["project"] == mine.name
-    assert trigger["weights"] == {first: 1, f"{service}@" + trigger_hash(api, service, "two"): 3}
+    assert (trigger["service"], trigger["project"]) == (service, mine.name)
+    service_id = api.service_id(service, mine)
+    assert trigger["weights"] == {
+        first: 1,
+        f"{service_id}@" + trigger_hash(api, service_id, "two"): 3,
+    }
     assert trigger["filters"] == {"source": "shop/*"}
     url = f"/api/v1/triggers/{trigger['id']}"
 
@@ -95,15 +99,15 @@ def test_trigger_crud_and_role_boundaries(api: ApiHarness, tmp_path: Path) -> No
     assert changed.json()["ordered"] is True
     cleared = api.client.patch(url, json={"shadow_version": None}, headers=mine.developer)
     assert cleared.json()["shadow_version"] is None
-    assert api.platform.triggers(service)[0].shadow_version is None
+    assert api.platform.triggers(service_id)[0].shadow_version is None
 
     assert api.client.delete(url, headers=mine.developer).status_code == 204
     assert api.client.get(url, headers=mine.viewer).status_code == 404
-    assert api.platform.triggers(service) == []
+    assert api.platform.triggers(service_id) == []
 
 
-def trigger_hash(api: ApiHarness, service: str, label: str) -> str:
-    version = next(v for v in api.platform.versions(service) if v.label == label)
+def trigger_hash(api: ApiHarness, service_id: str, label: str) -> str:
+    version = next(v for v in api.platform.versions(service_id) if v.label == label)
     return version.id.split("@", 1)[1]
 
 
@@ -204,7 +208,7 @@ def test_late_linking_and_weight_changes_while_events_flow(
         producer.join(timeout=60)
     api.platform.wait_idle(timeout=120)
 
-    runs = api.platform.runs(service=service, limit=None)
+    runs = api.platform.runs(service=api.service_id(service, mine), limit=None)
     by_event = {r.event_id: r for r in runs}
     assert max(Counter(r.event_id for r in runs).values()) == 1
     after_link = [event_id for at, event_id in sent if at > linked_at]
@@ -249,17 +253,18 @@ def test_shadow_version_runs_on_a_copy_and_its_events_go_nowhere(
         api.platform.wait_for_runs(correlation_id=root["id"], count=3, timeout=60)
     api.platform.wait_idle(timeout=60)
 
+    service_id, downstream_id = api.service_id(service, mine), api.service_id(downstream, mine)
     for root in roots:
         runs = api.platform.runs(correlation_id=root["id"], limit=None)
         assert sorted((r.service, r.version_id, r.shadow) for r in runs) == sorted(
             [
-                (service, live, False),
-                (service, shadow, True),
-                (downstream, _latest(api, downstream), False),
+                (service_id, live, False),
+                (service_id, shadow, True),
+                (downstream_id, _latest(api, downstream_id), False),
             ]
         )
         assert all(r.status == "succeeded" for r in runs)
-        downstream_run = next(r for r in runs if r.service == downstream)
+        downstream_run = next(r for r in runs if r.service == downstream_id)
         assert downstream_run.result["params"] == {"from": "live"}
         events = [e["event"] for e in api.platform.trace(root["id"]) if e["kind"] == "event"]
         marked = [e for e in events if e.get("fxshadow")]
@@ -267,8 +272,8 @@ def test_shadow_version_runs_on_a_copy_and_its_events_go_nowhere(
         assert api.platform.runs(event_id=marked[0]["id"]) == []
 
 
-def _latest(api: ApiHarness, service: str) -> str:
-    return api.platform.versions(service)[-1].id
+def _latest(api: ApiHarness, service_id: str) -> str:
+    return api.platform.versions(service_id)[-1].id
 
 
 def test_mapping_crud_cycles_and_a_mapped_event_runs(api: ApiHarness, tmp_path: Path) -> None:
@@ -304,7 +309,7 @@ def test_mapping_crud_cycles_and_a_mapped_event_runs(api: ApiHarness, tmp_path: 
     )
     assert sent.status_code == 202, sent.text
     (run,) = api.platform.wait_for_runs(correlation_id=sent.json()["ids"][0], timeout=60)
-    assert run.service == service and run.status == "succeeded"
+    assert run.service == api.service_id(service, mine) and run.status == "succeeded"
     assert run.result == {"params": {"customer": {"vip": True}, "n": 1, "name": "Ada"}, "type": b}
 
     itself = api.client.post(

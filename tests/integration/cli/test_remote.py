@@ -76,6 +76,7 @@ class Remote:
     key: str
     api: ApiHarness
     folder: Path
+    project: str  # the project of the key
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +100,7 @@ def remote(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Itera
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(out, "_width", 200)  # table rows on one line
         patch.delenv("FXRAY_DEBUG", raising=False)
-        yield Remote(f"http://127.0.0.1:{port}", token, harness, folder)
+        yield Remote(f"http://127.0.0.1:{port}", token, harness, folder, project.name)
     server.should_exit = True
     thread.join(timeout=30)
     harness.client.close()
@@ -141,7 +142,12 @@ def test_the_documented_cli_session(remote: Remote, monkeypatch: pytest.MonkeyPa
 
     # fxray service push greeter --label v1
     out = ok(fxray(remote, next(steps)))
-    assert re.search(r"deployed greeter version greeter@\w{12} label v1 in project cli-", out)
+    # a version id is <service id>@<hash>: the service's id outside the default project is
+    # <project>.<name>
+    project = re.escape(remote.project)
+    assert re.search(
+        rf"deployed greeter version {project}\.greeter@\w{{12}} label v1 in project {project}", out
+    )
 
     # fxray service list
     out = ok(fxray(remote, next(steps)))
@@ -181,7 +187,7 @@ def test_the_documented_cli_session(remote: Remote, monkeypatch: pytest.MonkeyPa
     out = ok(fxray(remote, next(steps), RUN_ID=run_id))
     assert f"run {run_id} of greeter" in out
     assert re.search(r"status\s+succeeded", out)
-    assert re.search(r"version\s+greeter@\w{12} \(v1\)", out)
+    assert re.search(rf"version\s+{project}\.greeter@\w{{12}} \(v1\)", out)
     assert re.search(rf"event\s+demo.greet {event_id}", out)
     assert re.search(r"source\s+docs/example", out)
     assert re.search(r"greet.py succeeded \d+\.\d ms", out)
@@ -193,7 +199,7 @@ def test_the_documented_cli_session(remote: Remote, monkeypatch: pytest.MonkeyPa
     # fxray service push greeter --label v2 (changed code: a new version)
     (greeter / "greet.py").write_text(GREETER.format(greeting="hi"))
     out = ok(fxray(remote, next(steps)))
-    assert re.search(r"deployed greeter version greeter@\w{12} label v2", out)
+    assert re.search(rf"deployed greeter version {project}\.greeter@\w{{12}} label v2", out)
 
     # fxray replay $RUN_ID --version v2: the same event, on the new version
     out = ok(fxray(remote, next(steps), RUN_ID=run_id))
@@ -243,7 +249,8 @@ def test_refusals_carry_the_server_message(remote: Remote) -> None:
 def test_logs_of_a_finished_run_and_unreachable_api(remote: Remote, tmp_path: Path) -> None:
     folder = write_service(tmp_path, "quick", {"main.py": "print('quick one')\n"})
     ok(fxray(remote, f"fxray service push {folder}"))
-    started = remote.api.platform.run("quick", {})
+    quick = remote.api.platform.find_service("quick", remote.project)
+    started = remote.api.platform.run(quick.id, {})
     (run,) = remote.api.platform.wait_for_runs(event_id=started["id"])
     out = ok(fxray(remote, f"fxray logs {run.id}"))
     assert out == "[main.py] STDOUT quick one\n"

@@ -319,7 +319,10 @@ def test_logs_api_searches_and_streams_a_running_run(
     for e in events:
         platform.wait_for_runs(event_id=e["id"], timeout=60)
     es, config = es_of(platform)
-    wait_for(lambda: count(es, config.logs_alias, {"term": {"service": quick}}) == 12, 30, "lines")
+    quick_id = platform.find_service(quick, project).id  # what ops records name it by
+    wait_for(
+        lambda: count(es, config.logs_alias, {"term": {"service": quick_id}}) == 12, 30, "lines"
+    )
     found = client.get("/logs", params={"q": "line n2", "service": quick}, headers=viewer).json()
     assert found["total"] == 3
     assert {x["message"] for x in found["items"]} == {f"line {i} of n2" for i in range(3)}

@@ -26,6 +26,7 @@ from fxray.store import (
     migrate,
     migrations,
 )
+from tests.revision_0004 import check_upgraded, make_0004_database
 from tests.store_schema import schema_differences, state_stores
 
 BASE = 1_700_000_000 - 1_700_000_000 % 3600
@@ -132,6 +133,12 @@ def test_a_database_of_an_earlier_release_is_adopted(url: str) -> None:
     assert schema_differences(url) == []
 
 
+def test_a_database_at_0004_with_data_keeps_it_when_names_become_per_project(url: str) -> None:
+    make_0004_database(url)
+    check_upgraded(url)
+    assert schema_differences(url) == []
+
+
 def test_processes_starting_on_a_fresh_database_at_once_all_succeed(url: str) -> None:
     migrations.head()
     context = multiprocessing.get_context("fork")
@@ -223,7 +230,7 @@ def test_projects_keys_and_webhooks(store: StateStore) -> None:
     assert store.webhook_secret(hook.id) == secret
     assert [w.id for w in store.list_webhooks("shop")] == [hook.id]
     store.delete_webhook(hook.id)
-    store.set_service_project("svc", "default")
+    store.set_service_project("shop.svc", "default")
     store.delete_project("shop")
     assert [p.name for p in store.list_projects()] == ["default"]
 

@@ -27,6 +27,7 @@ from fxray.store.records import RoutingSnapshot, ServiceRecord, TriggerRecord, V
 
 def service_record(name: str, *, active: bool = True) -> ServiceRecord:
     return ServiceRecord(
+        id=name,
         name=name,
         description="",
         tags=[],

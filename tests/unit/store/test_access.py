@@ -36,19 +36,41 @@ def test_services_belong_to_projects(store: StateStore) -> None:
     assert [s.name for s in store.list_services()] == ["a", "b"]
     with pytest.raises(NotFound):
         store.upsert_service("c", project="nope")
-    store.upsert_service("b", description="changed")  # no project: unchanged
-    assert store.get_service("b").project == "shop"
+    changed = store.upsert_service("b", project="shop", description="changed")
+    assert (changed.id, changed.project, changed.description) == ("shop.b", "shop", "changed")
     with pytest.raises(Conflict):
         store.delete_project("shop")  # still has a service
     before = store.revision()
-    moved = store.set_service_project("b", "default")
-    assert moved.project == "default" and store.revision() > before
-    assert store.routing_snapshot().services["b"].project == "default"
+    moved = store.set_service_project("shop.b", "default")  # keeps its id
+    assert (moved.id, moved.project) == ("shop.b", "default") and store.revision() > before
+    assert store.routing_snapshot().services["shop.b"].project == "default"
+    assert store.find_service("default", "b").id == "shop.b"
     with pytest.raises(NotFound):
-        store.set_service_project("b", "nope")
+        store.set_service_project("shop.b", "nope")
     with pytest.raises(NotFound):
         store.set_service_project("nope", "shop")
     store.delete_project("shop")
+
+
+def test_names_are_unique_within_a_project_ids_on_the_platform(store: StateStore) -> None:
+    store.create_project("shop")
+    default = store.upsert_service("orders")
+    shop = store.upsert_service("orders", project="shop")
+    assert (default.id, default.project) == ("orders", "default")
+    assert (shop.id, shop.project, shop.name) == ("shop.orders", "shop", "orders")
+    assert store.upsert_service("orders", project="shop", priority=2).id == "shop.orders"
+    assert [s.id for s in store.services_named("orders")] == ["orders", "shop.orders"]
+    assert store.find_service("shop", "orders") == store.get_service("shop.orders")
+    with pytest.raises(NotFound):
+        store.find_service("shop", "nope")
+    store.upsert_service("invoices", project="shop")
+    with pytest.raises(Conflict):  # the default project has an "orders" already
+        store.set_service_project("shop.orders", "default")
+    moved = store.set_service_project("shop.invoices", "default")
+    assert moved.id == "shop.invoices"  # a moved service keeps its id...
+    again = store.upsert_service("invoices", project="shop")
+    assert again.id == "shop.invoices+2"  # ...so a new one of its old name takes another
+    assert len({s.id for s in store.list_services()}) == len(store.list_services()) == 4
 
 
 def test_api_keys(store: StateStore) -> None:

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from alembic import command
 
 from fxray.store import StateStore, migrate, migrations
+from tests.revision_0004 import check_upgraded, make_0004_database
 from tests.store_schema import schema_differences
 
 
@@ -166,3 +167,11 @@ def test_the_migrations_ship_with_the_package() -> None:
         "0001_baseline.py",
         "0002_management.py",
     }
+
+
+def test_a_database_at_0004_with_data_keeps_it_when_names_become_per_project(
+    db_url: str,
+) -> None:
+    make_0004_database(db_url)
+    check_upgraded(db_url)
+    assert schema_differences(db_url) == []

@@ -21,9 +21,9 @@ def store(tmp_path: Path) -> Iterator[StateStore]:
         state.create_project(project)
     state.upsert_service("svc-a", project="alpha")
     state.upsert_service("svc-b", project="beta")
-    state.add_version("svc-a", "a" * 64, {"name": "svc-a"}, label="v1")
-    state.add_version("svc-a", "b" * 64, {"name": "svc-a"}, label="v2")
-    state.add_version("svc-b", "c" * 64, {"name": "svc-b"})
+    state.add_version("alpha.svc-a", "a" * 64, {"name": "svc-a"}, label="v1")
+    state.add_version("alpha.svc-a", "b" * 64, {"name": "svc-a"}, label="v2")
+    state.add_version("beta.svc-b", "c" * 64, {"name": "svc-b"})
     yield state
     state.close()
 
@@ -31,8 +31,8 @@ def store(tmp_path: Path) -> Iterator[StateStore]:
 def _run(**fields: Any) -> dict[str, Any]:
     row = {
         "id": str(uuid.uuid4()),
-        "service": "svc-a",
-        "version_id": "svc-a@aaaaaaaaaaaa",
+        "service": "alpha.svc-a",
+        "version_id": "alpha.svc-a@aaaaaaaaaaaa",
         "trigger_id": "t1",
         "event_id": str(uuid.uuid4()),
         "event_type": "demo.go",
@@ -57,8 +57,8 @@ def test_list_runs_filters_pages_and_counts(store: StateStore) -> None:
         _run(created_at=100.0 + i, status="failed" if i % 3 == 0 else "succeeded")
         for i in range(10)
     ]
-    rows += [_run(service="svc-b", version_id="svc-b@cccccccccccc", created_at=200.0)]
-    rows += [_run(version_id="svc-a@bbbbbbbbbbbb", correlation_id="c2", created_at=150.0)]
+    rows += [_run(service="beta.svc-b", version_id="beta.svc-b@cccccccccccc", created_at=200.0)]
+    rows += [_run(version_id="alpha.svc-a@bbbbbbbbbbbb", correlation_id="c2", created_at=150.0)]
     store.insert_runs(rows)
 
     page, total = q.list_runs(store, q.RunFilter(), limit=5)
@@ -74,9 +74,13 @@ def test_list_runs_filters_pages_and_counts(store: StateStore) -> None:
     assert q.list_runs(store, q.RunFilter(project="gamma")) == ([], 0)
 
     assert q.list_runs(store, q.RunFilter(status="failed"))[1] == 4
-    assert q.list_runs(store, q.RunFilter(service="svc-b"))[1] == 1
+    assert q.list_runs(store, q.RunFilter(service="beta.svc-b"))[1] == 1
+    assert q.list_runs(store, q.RunFilter(service_name="svc-b"))[1] == 1
+    assert q.list_runs(store, q.RunFilter(service_name="svc-b", project="alpha"))[1] == 0
+    newest, _ = q.list_runs(store, q.RunFilter(), limit=2)
+    assert [v.service_name for v in newest] == ["svc-b", "svc-a"]
     assert q.list_runs(store, q.RunFilter(version="v2"))[1] == 1
-    assert q.list_runs(store, q.RunFilter(version="svc-a@aaaaaaaaaaaa"))[1] == 10
+    assert q.list_runs(store, q.RunFilter(version="alpha.svc-a@aaaaaaaaaaaa"))[1] == 10
     assert q.list_runs(store, q.RunFilter(correlation_id="c2"))[1] == 1
     assert q.list_runs(store, q.RunFilter(event_id=rows[3]["event_id"]))[1] == 1
     window = q.RunFilter(since=103.0, until=106.0)
@@ -85,19 +89,20 @@ def test_list_runs_filters_pages_and_counts(store: StateStore) -> None:
     assert q.list_runs(store, both)[1] == 3
 
 
-def test_get_run_and_service_project(store: StateStore) -> None:
+def test_get_run_and_service_keys(store: StateStore) -> None:
     row = _run(logs=[[1.0, "INFO", "a.py", "hello"]], status="running")
     store.insert_runs([row])
     view = q.get_run(store, row["id"])
     assert view.project == "alpha" and view.version_label == "v1"
     assert q.run_progress(store, row["id"]) == ("running", [[1.0, "INFO", "a.py", "hello"]])
-    assert q.service_project(store, "svc-b") == "beta"
+    assert view.service_name == "svc-a" and view.run.service == "alpha.svc-a"
+    assert q.service_keys(store, ["beta.svc-b", "nope"]) == {
+        "beta.svc-b": q.ServiceKey("beta", "svc-b")
+    }
     with pytest.raises(NotFound):
         q.get_run(store, "nope")
     with pytest.raises(NotFound):
         q.run_progress(store, "nope")
-    with pytest.raises(NotFound):
-        q.service_project(store, "nope")
 
 
 def test_trace_from_an_event_id_or_a_correlation_id(store: StateStore) -> None:
@@ -105,8 +110,8 @@ def test_trace_from_an_event_id_or_a_correlation_id(store: StateStore) -> None:
     first = _run(event_id=root["id"], correlation_id=root["id"], created_at=10.0)
     child = ev.child_event(root, first["id"], "flow.b", {"n": 2}, source="svc-a")
     second = _run(
-        service="svc-b",
-        version_id="svc-b@cccccccccccc",
+        service="beta.svc-b",
+        version_id="beta.svc-b@cccccccccccc",
         event_id=child["id"],
         correlation_id=root["id"],
         created_at=11.0,
@@ -121,8 +126,11 @@ def test_trace_from_an_event_id_or_a_correlation_id(store: StateStore) -> None:
         assert [e["body"]["id"] for e in trace.events] == [root["id"], child["id"]]
         assert trace.events[1]["run_id"] == first["id"]
         assert [r.id for r in trace.runs] == [first["id"], second["id"]]
-        assert trace.projects == {"svc-a": "alpha", "svc-b": "beta"}
-        assert trace.labels["svc-a@aaaaaaaaaaaa"] == "v1"
+        assert trace.services == {
+            "alpha.svc-a": q.ServiceKey("alpha", "svc-a"),
+            "beta.svc-b": q.ServiceKey("beta", "svc-b"),
+        }
+        assert trace.labels["alpha.svc-a@aaaaaaaaaaaa"] == "v1"
     assert q.load_trace(store, "unknown") is None
     assert q.correlation_of(store, "other") == "other"  # a correlation id known from runs only
 
@@ -140,7 +148,7 @@ def test_version_report_counts_and_percentiles(store: StateStore) -> None:
         )
     rows.append(
         _run(
-            version_id="svc-a@bbbbbbbbbbbb",
+            version_id="alpha.svc-a@bbbbbbbbbbbb",
             created_at=1001.0,
             status="timed_out",
             started_at=1001.0,
@@ -149,26 +157,31 @@ def test_version_report_counts_and_percentiles(store: StateStore) -> None:
     )
     rows.append(
         _run(
-            version_id="svc-a@bbbbbbbbbbbb",
+            version_id="alpha.svc-a@bbbbbbbbbbbb",
             created_at=1002.0,
             status="running",
             started_at=1002.0,
             shadow=True,
         )
     )
-    rows.append(_run(version_id="svc-a@bbbbbbbbbbbb", created_at=1003.0, status="cancelled"))
+    rows.append(_run(version_id="alpha.svc-a@bbbbbbbbbbbb", created_at=1003.0, status="cancelled"))
     rows.append(_run(created_at=5000.0, status="failed"))  # outside the window
     store.insert_runs(rows)
 
-    v1, v2 = q.version_report(store, "svc-a", 1000.0, 2000.0)
-    assert (v1.version_id, v1.runs, v1.succeeded, v1.failed) == ("svc-a@aaaaaaaaaaaa", 10, 8, 2)
+    v1, v2 = q.version_report(store, "alpha.svc-a", 1000.0, 2000.0)
+    assert (v1.version_id, v1.runs, v1.succeeded, v1.failed) == (
+        "alpha.svc-a@aaaaaaaaaaaa",
+        10,
+        8,
+        2,
+    )
     assert v1.error_rate == pytest.approx(0.2)
     assert v1.percentile(50) == pytest.approx(550.0)
     assert v1.percentile(95) == pytest.approx(955.0)
     assert (v2.runs, v2.failed, v2.timed_out, v2.active, v2.cancelled) == (3, 1, 1, 1, 1)
     assert v2.shadow_runs == 1 and v2.error_rate == 1.0
     assert v2.percentile(50) == pytest.approx(1000.0)
-    assert q.version_report(store, "svc-a", 0.0, 10.0) == []
+    assert q.version_report(store, "alpha.svc-a", 0.0, 10.0) == []
 
 
 def test_percentile() -> None:
