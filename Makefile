@@ -38,6 +38,7 @@ format: venv
 
 bench: venv
 	@$(BIN)/python bench/run.py
+	@$(BIN)/python bench/isolation.py
 
 clean:
 	rm -rf $(VENV) .fxray .infra .pytest_cache .ruff_cache

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-_READY = ".fxray-ready"
+READY_MARKER = ".fxray-ready"  # written last: a folder without it is unfinished
+_READY = READY_MARKER
 
 
 class EnvBuildError(RuntimeError):

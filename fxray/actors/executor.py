@@ -6,6 +6,11 @@ a time on a worker thread, so the actor can enforce each run's timeout and take 
 while a script runs. A script that hangs past its timeout (or ignores cancellation) cannot be
 stopped from Python, so the actor reports it and marks itself *poisoned*: the pool replaces it.
 A script that kills the process ends the call with ``RayActorError``; the pool handles that.
+
+An *isolated* version (its requirements clash with what this process imports) runs its scripts
+in a warm worker process of its own instead (:mod:`fxray.runtime.isolated`): a hung or
+cancelled run there is stopped by signalling, then killing, that process, so this actor is
+never poisoned by it, and a run that kills its process fails alone.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 
@@ -33,9 +38,14 @@ from fxray.ops import finished as ops_finished
 from fxray.ops.publisher import OpsPublisher, RunOps
 from fxray.packages import PackageStore, materialize
 from fxray.runtime import runner
+from fxray.runtime.isolated import IsolatedWorker, WorkerStartError
 from fxray.runtime.runs import RunResult, RunSpec, RunStatus
 
+if TYPE_CHECKING:
+    from fxray.cluster.envstore import NodeSetup, SharedEnv
+
 CANCEL_GRACE_S = 2.0
+ISOLATED_KILL_WAIT_S = 5.0  # after the grace period: the worker process is killed by then
 OPS_FLUSH_WAIT_S = 5.0
 
 
@@ -76,7 +86,22 @@ class ExecutorActor:
         cache_dir: str,
         ops: OpsConfig | None = None,
         event_limits: ev.EventLimits = ev.DEFAULT_LIMITS,
+        isolated: bool = False,
+        env_path: str | None = None,
+        node: NodeSetup | None = None,
     ) -> None:
+        """``isolated``: run the scripts in a worker process whose import path is
+        ``env_path`` (the version's installed requirements), the shim and the stdlib.
+        ``node`` (cluster mode): the package cache and the dependency environment are this
+        node's own, the environment fetched from the package store if another node built it."""
+        self.node_env: SharedEnv | None = None
+        if node is not None:
+            cache_dir = str(node.package_cache_dir())
+            self.node_env = node.ensure_env()
+            if self.node_env is not None and isolated:
+                env_path = str(self.node_env.path)
+            elif self.node_env is not None:
+                sys.path.insert(0, str(self.node_env.path))
         self.service = service
         self.event_limits = event_limits
         self.version_id = version_id
@@ -95,15 +120,29 @@ class ExecutorActor:
         self._runs_done = 0
         self._ops = OpsPublisher(ops) if ops is not None else None  # the ops pipeline, if on
         self._run_ops: dict[str, RunOps] = {}
+        self._isolated: IsolatedWorker | None = None
+        if isolated:
+            self._isolated = IsolatedWorker(self.package_dir, Path(env_path) if env_path else None)
+            # started by the run thread, which lives as long as this actor: the worker
+            # process is bound to its parent thread's life (PR_SET_PDEATHSIG)
+            try:
+                self._worker.submit(self._isolated.start).result()
+            except WorkerStartError:
+                pass  # the first run starts it again, and fails saying why if it cannot
         runner.install_capture()
         tune_gc()
 
     def ping(self) -> dict[str, Any]:
+        isolated = self._isolated
         return {
             "pid": os.getpid(),
             "version": self.version_id,
             "runs": self._runs_done,
             "sys_path_head": sys.path[:3],
+            "isolated": isolated is not None,
+            "worker_pid": isolated.pid if isolated is not None else None,
+            "worker_starts": isolated.starts if isolated is not None else 0,
+            "worker_sys_path": isolated.sys_path if isolated is not None else None,
         }
 
     def execute_batch(
@@ -149,13 +188,15 @@ class ExecutorActor:
             return BatchOutcome(results=results, unstarted=unstarted, poisoned=True)
 
     def _stop_overdue(self, current: _Current, future: Future[None]) -> bool:
-        """Interrupt the overdue run; True if its thread came back within the grace period."""
+        """Interrupt the overdue run; True if its thread came back within the grace period
+        (an isolated run always does: its worker process is killed if it must be)."""
         with self._lock:
             if self._current is not current:
                 return True
             current.timed_out = True
-            _raise_in_thread(current.thread_id, runner.RunCancelled)
-        deadline = time.monotonic() + CANCEL_GRACE_S
+            self._interrupt(current)
+        wait = CANCEL_GRACE_S + (ISOLATED_KILL_WAIT_S if self._isolated is not None else 0.0)
+        deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             with self._lock:
                 if self._current is not current:
@@ -170,10 +211,19 @@ class ExecutorActor:
         with self._lock:
             current = self._current
             if current is not None and current.run_id == run_id:
-                _raise_in_thread(current.thread_id, runner.RunCancelled)
+                self._interrupt(current)
                 return "interrupted"
             self._cancelled.add(run_id)
+            if self._isolated is not None:
+                self._isolated.cancel_queued(run_id)  # handed to its worker already: skipped
             return "marked"
+
+    def _interrupt(self, current: _Current) -> None:
+        """Stop the running run (the caller holds the lock)."""
+        if self._isolated is not None:
+            self._isolated.interrupt(current.run_id, CANCEL_GRACE_S)
+        else:
+            _raise_in_thread(current.thread_id, runner.RunCancelled)
 
     def _run_batch(
         self,
@@ -182,6 +232,9 @@ class ExecutorActor:
         secrets: dict[str, Any],
         results: list[RunResult],
     ) -> None:
+        if self._isolated is not None:
+            self._run_batch_isolated(specs, config, secrets, results)
+            return
         for spec in specs:
             try:
                 results.append(self._run_one(spec, config, secrets))
@@ -224,6 +277,62 @@ class ExecutorActor:
             result.error = f"timed out after {spec.timeout_s:g}s"
         self._runs_done += 1
         return result
+
+    def _run_batch_isolated(
+        self,
+        specs: list[RunSpec],
+        config: dict[str, Any],
+        secrets: dict[str, Any],
+        results: list[RunResult],
+    ) -> None:
+        """The batch in the isolated worker process, its runs handed over ahead of time."""
+        assert self._isolated is not None
+        ended: dict[str, _Current] = {}
+
+        def admit(spec: RunSpec) -> bool:
+            with self._lock:
+                if spec.run_id in self._cancelled:
+                    self._cancelled.discard(spec.run_id)
+                    return False
+                return True
+
+        def started(spec: RunSpec, when: float) -> None:
+            with self._lock:
+                current = self._current = _Current(
+                    spec.run_id, threading.get_ident(), when, spec.timeout_s
+                )
+                ended[spec.run_id] = current
+            hooks = self._run_ops.get(spec.run_id)
+            if hooks is not None:
+                hooks.started(when)
+
+        def hooks_for(spec: RunSpec) -> RunOps | None:
+            if self._ops is None:
+                return None
+            hooks = self._run_ops[spec.run_id] = self._ops.run_hooks(spec)
+            return hooks
+
+        for result in self._isolated.run_batch(
+            specs,
+            config=config,
+            secrets=secrets,
+            state=self.state,
+            limits=self.event_limits,
+            hooks_for=hooks_for,
+            admit=admit,
+            started=started,
+        ):
+            current = ended.pop(result.run_id, None)
+            with self._lock:
+                if self._current is current:
+                    self._current = None
+                self._cancelled.discard(result.run_id)
+            if current is not None and current.timed_out:
+                result.status = RunStatus.TIMED_OUT
+                result.error = f"timed out after {current.timeout_s:g}s"
+            if current is not None:
+                self._runs_done += 1
+            results.append(result)
 
     def _finish_ops(self, specs: list[RunSpec], results: list[RunResult]) -> None:
         """Publish the batch's ``finished`` records and flush the ops records (bounded wait),

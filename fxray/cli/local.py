@@ -30,6 +30,13 @@ commands = typer.Typer()
 @commands.command()
 def validate(
     package: Annotated[str, typer.Argument(help="A service package folder or .zip file.")],
+    resolve: Annotated[
+        bool,
+        typer.Option(
+            help="Resolve requirements.txt with pip (needs the package index) to find every "
+            "package it installs that clashes with the platform's; else only its own lines."
+        ),
+    ] = True,
 ) -> None:
     """Check a service package and summarise it; list every problem if it is invalid."""
     from fxray.services import load_package
@@ -37,12 +44,14 @@ def validate(
     with cli_errors():
         pkg = load_package(package)
         manifest = pkg.manifest
+        isolation = _isolation(pkg.requirements, manifest.isolation, resolve)
         rows = [
             ("version", f"{pkg.short_hash}  (content hash)"),
             ("steps", " -> ".join(pkg.steps)),
             ("triggers", ", ".join(manifest.trigger_events) or "none (link them later)"),
             ("schedule", manifest.schedule or "none"),
             ("requirements", ", ".join(pkg.requirements) or "none"),
+            ("isolation", _isolation_row(isolation)),
             ("parameters", ", ".join(p.name for p in pkg.parameters) or "none"),
             ("priority", str(manifest.priority)),
             ("timeout", f"{manifest.timeout_s:g}s" if manifest.timeout_s else "platform default"),
@@ -53,22 +62,56 @@ def validate(
         width = max(len(k) for k, _ in rows)
         for key, value in rows:
             out.print(f"  {key:<{width}}  {escape(value)}")
-        _warn_of_clashes(pkg.requirements)
+        _report_clashes(isolation)
 
 
-def _warn_of_clashes(requirements: list[str]) -> None:
-    """Say which requirements replace a package the platform runs on (see
-    :mod:`fxray.services.clashes`); a warning, not an error: the package is valid."""
-    from fxray.services.clashes import platform_clashes
+def _isolation(requirements: list[str], requested: str, resolve: bool) -> Any:
+    """Where the package would run (see :mod:`fxray.services.clashes`), resolving its
+    requirements with pip into the local cache if asked to."""
+    from fxray.runtime.local import default_envs_dir
+    from fxray.services.clashes import Resolution, decide_isolation
+    from fxray.services.clashes import resolve as resolve_requirements
 
-    clashes = platform_clashes(requirements)
-    for clash in clashes:
+    def resolver(lines: list[str]) -> Resolution:
+        return resolve_requirements(lines, cache_dir=default_envs_dir())
+
+    return decide_isolation(requirements, requested, resolver=resolver if resolve else None)
+
+
+def _isolation_row(isolation: Any) -> str:
+    where = "isolated worker process" if isolation.isolated else "in the executor's process"
+    if isolation.requested != "auto":
+        return f"{where} (the manifest asks for it)"
+    if isolation.clashes:
+        count = len(isolation.clashes)
+        return f"{where} ({count} {'clash' if count == 1 else 'clashes'} with the platform, below)"
+    return where
+
+
+def _report_clashes(isolation: Any) -> None:
+    """Each requirement that clashes with a package the platform runs, and the choice made;
+    warnings, not errors: the package is valid."""
+    for clash in isolation.clashes:
         err.print(f"[yellow]warning:[/] {escape(clash.describe())}")
-    if clashes:
+    if isolation.note:
+        why = "not resolved (--no-resolve)" if isolation.note == "not resolved" else isolation.note
         err.print(
-            "[yellow]warning:[/] these requirements go first on the version's import path, "
-            "so its executor would import them instead of the platform's own and may fail to "
-            "start; run this service's version in a separate environment, or relax the pins"
+            f"[yellow]warning:[/] {escape(why)}; only the requirement lines themselves were "
+            "checked, not what they install"
+        )
+    if not isolation.clashes:
+        return
+    if isolation.isolated:
+        err.print(
+            "[yellow]note:[/] in the executor's process these would replace the platform's "
+            "own packages, so this version runs in an isolated worker process (its packages, "
+            "the fxray.context shim and the standard library only); "
+            '"isolation": "in-process" in the manifest overrides this'
+        )
+    else:
+        err.print(
+            '[yellow]warning:[/] the manifest asks for "isolation": "in-process": these '
+            "packages go first on the executor's import path and may stop it from starting"
         )
 
 
@@ -183,9 +226,29 @@ def up(
         str | None, typer.Option(help="Address \\[default: settings' api_host].")
     ] = None,
     port: Annotated[int | None, typer.Option(help="Port \\[default: settings' api_port].")] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address",
+            help="Join this Ray cluster (host:port, or ray://host:10001 for Ray Client) instead "
+            "of starting a local Ray \\[default: settings' ray_address].",
+        ),
+    ] = None,
+    demo: Annotated[
+        bool,
+        typer.Option(
+            help="Run the sample shop services (examples/) on a fresh platform in a temporary "
+            "home, and print the web UI's address and a sign-in key."
+        ),
+    ] = False,
 ) -> None:
-    """Start the platform (from FXRAY_* settings) and serve the management API until Ctrl-C."""
+    """Start the platform (from FXRAY_* settings) and serve the management API and the web UI
+    until Ctrl-C."""
     with cli_errors():
+        import shutil
+        import tempfile
+        import uuid
+
         from fxray.api.server import serve
         from fxray.settings import Settings
 
@@ -194,7 +257,22 @@ def up(
             overrides["api_host"] = host
         if port is not None:
             overrides["api_port"] = port
-        serve(Settings(**overrides), announce=out.print)
+        if ray_address is not None:
+            overrides["ray_address"] = ray_address
+        home = None
+        if demo:  # a platform of its own: fresh state, SQLite in the temporary home
+            home = tempfile.mkdtemp(prefix="fxray-up-demo-")
+            overrides |= {
+                "home": home,
+                "instance": f"demo-{uuid.uuid4().hex[:8]}",
+                "database_url": "",
+                "executors_max_per_version": 1,
+            }
+        try:
+            serve(Settings(**overrides), announce=out.print, demo=demo)
+        finally:
+            if home is not None:
+                shutil.rmtree(home, ignore_errors=True)
 
 
 @commands.command()

@@ -246,6 +246,18 @@ class ServiceState:
         """Return the names of all set keys, sorted."""
         return [k.removeprefix(self._prefix) for k in self._kv.keys(self._prefix)]
 
+    def entry(self, key: str) -> tuple[bool, Any, int]:
+        """``(found, value, index)`` of ``key``: the index to give :meth:`put_if` (0: absent)."""
+        entry = self._kv.get(self._key(key))
+        if entry is None:
+            return False, None, 0
+        return True, json.loads(entry.value), entry.modify_index
+
+    def put_if(self, key: str, value: Any, index: int) -> bool:
+        """Set ``key`` only if it is unchanged since :meth:`entry` gave ``index`` (0: only if
+        it is still absent); False on a conflicting write."""
+        return self._kv.put(self._key(key), _dumps(key, value), cas=index)
+
     def update(
         self,
         key: str,
@@ -263,13 +275,10 @@ class ServiceState:
         """
         if retries < 0:
             raise ValueError(f"retries must be >= 0, not {retries}")
-        full_key = self._key(key)
         for attempt in range(retries + 1):
-            entry = self._kv.get(full_key)
-            current = default if entry is None else json.loads(entry.value)
-            new = fn(current)
-            cas = 0 if entry is None else entry.modify_index
-            if self._kv.put(full_key, _dumps(key, new), cas=cas):
+            found, current, index = self.entry(key)
+            new = fn(current if found else default)
+            if self.put_if(key, new, index):
                 return new
             if attempt < retries:
                 time.sleep(random.uniform(0, min(0.05, 0.0005 * 2**attempt)))

@@ -193,9 +193,10 @@ def run_local(
         priority=package.manifest.priority,
         timeout_s=timeout,
     )
+    execute = _execute_isolated if _isolated(package, env_path, progress) else _execute
     try:
         with _package_folder(Path(package_dir), package) as folder:
-            return _execute(
+            return execute(
                 spec,
                 folder,
                 config=package.config if config is None else config,
@@ -205,6 +206,22 @@ def run_local(
             )
     finally:
         kv.save()
+
+
+def _isolated(
+    package: ServicePackage, env_path: Path | None, progress: Callable[[str], None] | None
+) -> bool:
+    """Whether the run goes to an isolated worker process, as on the platform: the manifest
+    asks for it, or (``auto``) the installed requirements clash with this process's packages."""
+    from fxray.services.clashes import env_clashes
+
+    requested = package.manifest.isolation
+    clashes = env_clashes(env_path) if requested == "auto" and env_path is not None else []
+    isolated = requested == "process" or bool(clashes)
+    if isolated and progress is not None:
+        why = "; ".join(c.describe() for c in clashes) or "the manifest asks for it"
+        progress(f"running in an isolated worker process: {why}")
+    return isolated
 
 
 def _requirements_env(
@@ -295,6 +312,51 @@ def _execute(
     if result.steps and result.steps[-1].status is RunStatus.CANCELLED:
         result.steps[-1].status = RunStatus.TIMED_OUT
         result.steps[-1].error = error
+    return result
+
+
+def _execute_isolated(
+    spec: RunSpec,
+    folder: Path,
+    *,
+    config: dict[str, Any],
+    secrets: dict[str, Any],
+    state: ServiceState,
+    env_path: Path | None,
+) -> RunResult:
+    """Run ``spec`` in a worker process whose import path is the package, the requirements
+    folder, the ``fxray.context`` shim and the standard library (see
+    :mod:`fxray.runtime.isolated`)."""
+    from fxray.runtime.isolated import IsolatedWorker
+
+    worker = IsolatedWorker(folder, env_path)
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["result"] = worker.execute(spec, config=config, secrets=secrets, state=state)
+        except BaseException as exc:  # a platform error, not the script's: re-raised below
+            box["error"] = exc
+
+    thread = threading.Thread(target=work, name="fxray-local-run", daemon=True)
+    try:
+        thread.start()
+        thread.join(spec.timeout_s)
+        timed_out = thread.is_alive()
+        if timed_out:
+            worker.interrupt(spec.run_id, TIMEOUT_GRACE_S)  # killed after the grace period
+            thread.join()
+    finally:
+        worker.close()
+    if "error" in box:
+        raise box["error"]
+    result: RunResult = box["result"]
+    if timed_out:
+        result.status = RunStatus.TIMED_OUT
+        result.error = f"timed out after {spec.timeout_s:g}s"
+        if result.steps and result.steps[-1].status is RunStatus.CANCELLED:
+            result.steps[-1].status = RunStatus.TIMED_OUT
+            result.steps[-1].error = result.error
     return result
 
 

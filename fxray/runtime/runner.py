@@ -278,8 +278,20 @@ def execute(
         os.chdir(old_cwd)
     result.finished_at = time.time()
     result.logs = cap.lines
-    result.emitted = [redactor.deep(event) for event in sender.emitted]
-    result.result = _storable_result(redactor, ctx.result, limits, result)
+    return seal_result(result, redactor, ctx.result, sender.emitted, limits)
+
+
+def seal_result(
+    result: RunResult,
+    redactor: Redactor,
+    value: Any,
+    emitted: list[dict[str, Any]],
+    limits: ev.EventLimits,
+) -> RunResult:
+    """A run's last touches, in-process or isolated: its emitted events and errors scrubbed
+    of secrets, and ``context.result`` (``value``) kept only if it can be stored."""
+    result.emitted = [redactor.deep(event) for event in emitted]
+    result.result = _storable_result(redactor, value, limits, result)
     if result.error:
         result.error = storable_text(redactor(result.error))
     for step_result in result.steps:
@@ -354,6 +366,8 @@ def _script_traceback(exc: BaseException, path: str) -> str:
         if frame.filename == path:
             frames = frames[index:]
             break
+    else:
+        frames = traceback.StackSummary()  # it never ran (a syntax error): the error alone
     lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames)]
     lines.extend(traceback.format_exception_only(type(exc), exc))
     return "".join(lines).rstrip()

@@ -19,6 +19,7 @@ from fxray.api.auth import Caller, Principal, Role, require_project, visible_ser
 from fxray.api.deps import PlatformDep, StoreDep
 from fxray.api.errors import ApiError, invalid, not_found
 from fxray.api.pagination import Page, Paging
+from fxray.api.routes._common import ServiceProject
 from fxray.api.schemas.common import NAME_PATTERN
 from fxray.api.schemas.services import (
     DeployOut,
@@ -35,6 +36,7 @@ from fxray.api.schemas.services import (
 from fxray.api.uploads import limited_body, settings_of, too_large
 from fxray.packages import git as gitsync
 from fxray.packages.archive import ArchiveLimits
+from fxray.services.clashes import ISOLATION_KEY
 from fxray.services.package import load_package_bytes
 from fxray.store import NotFound, StateStore
 
@@ -58,7 +60,7 @@ RepositoryId = Annotated[str, PathParam(pattern=REPOSITORY_ID_PATTERN)]
 
 
 def _service_out(store: StateStore, record: ServiceRecord) -> ServiceOut:
-    versions = store.list_versions(record.name)
+    versions = store.list_versions(record.id)
     return ServiceOut(
         name=record.name,
         project=record.project,
@@ -76,10 +78,11 @@ def _service_out(store: StateStore, record: ServiceRecord) -> ServiceOut:
     )
 
 
-def _version_out(record: VersionRecord) -> VersionOut:
+def _version_out(record: VersionRecord, service: str) -> VersionOut:
+    """``service``: the service's name (``record.service`` is its id)."""
     return VersionOut(
         id=record.id,
-        service=record.service,
+        service=service,
         label=record.label,
         content_hash=record.content_hash,
         requirements=list(record.requirements),
@@ -87,13 +90,14 @@ def _version_out(record: VersionRecord) -> VersionOut:
         deployed_by=record.deployed_by,
         created_at=record.created_at,
         steps=record.steps,
-        manifest=dict(record.manifest),
+        manifest={k: v for k, v in record.manifest.items() if k != ISOLATION_KEY},
+        isolation=record.manifest.get(ISOLATION_KEY),
     )
 
 
-def _trigger_out(record: TriggerRecord) -> LinkedTrigger:
+def _trigger_out(record: TriggerRecord, service: str) -> LinkedTrigger:
     return LinkedTrigger(
-        id=record.id, pattern=record.pattern, service=record.service, active=record.active
+        id=record.id, pattern=record.pattern, service=service, active=record.active
     )
 
 
@@ -187,8 +191,9 @@ def upload_service(
     Answers 201 with the new version, or 200 (``created: false``) when the same content was
     deployed before. An invalid or unsafe package (paths escaping the folder, symlinks, too
     many entries or files, more real bytes or a higher compression ratio than the limits, an
-    invalid manifest) answers 422 listing every problem; a body over the size limit 413; a
-    service name owned by another project 409. The zip is decompressed in bounded chunks.
+    invalid manifest) answers 422 listing every problem; a body over the size limit 413. The
+    manifest's name is the service's name in the project: another project may have a service
+    of the same name. The zip is decompressed in bounded chunks.
     """
     target = _target_project(store, caller, project)
     most = platform.settings.package_max_upload_bytes
@@ -198,11 +203,12 @@ def upload_service(
     deployment = platform.deploy(data, label=label, deployed_by=caller.key_id, project=target)
     if not deployment.created:
         response.status_code = status.HTTP_200_OK
+    name = deployment.service.name
     return DeployOut(
-        service=_service_out(store, store.get_service(deployment.service.name)),
-        version=_version_out(deployment.version),
+        service=_service_out(store, store.get_service(deployment.service.id)),
+        version=_version_out(deployment.version, name),
         created=deployment.created,
-        triggers=[_trigger_out(t) for t in deployment.triggers],
+        triggers=[_trigger_out(t, name) for t in deployment.triggers],
     )
 
 
@@ -220,37 +226,53 @@ router.add_api_route(
 
 
 @router.get("/services/{name}")
-def get_service(name: ServiceName, caller: Caller, store: StoreDep) -> ServiceOut:
-    return _service_out(store, visible_service(store, caller, name, "viewer"))
+def get_service(
+    name: ServiceName, caller: Caller, store: StoreDep, project: ServiceProject = None
+) -> ServiceOut:
+    """A service of the key's project (or of ``project``), by name."""
+    return _service_out(store, visible_service(store, caller, name, "viewer", project))
 
 
 @router.patch("/services/{name}")
 def update_service(
-    name: ServiceName, body: ServicePatch, caller: Caller, platform: PlatformDep, store: StoreDep
+    name: ServiceName,
+    body: ServicePatch,
+    caller: Caller,
+    platform: PlatformDep,
+    store: StoreDep,
+    project: ServiceProject = None,
 ) -> ServiceOut:
     """Activate or deactivate a service (developer); running routers see it within a second."""
-    record = visible_service(store, caller, name, "developer")
+    record = visible_service(store, caller, name, "developer", project)
     if body.active is not None and body.active != record.active:
-        record = platform.activate(name, body.active)
+        record = platform.activate(record.id, body.active)
     return _service_out(store, record)
 
 
 @router.get("/services/{name}/versions")
 def list_versions(
-    name: ServiceName, caller: Caller, store: StoreDep, paging: Paging
+    name: ServiceName,
+    caller: Caller,
+    store: StoreDep,
+    paging: Paging,
+    project: ServiceProject = None,
 ) -> Page[VersionOut]:
     """The service's versions, oldest first."""
-    visible_service(store, caller, name, "viewer")
-    return paging.page([_version_out(v) for v in store.list_versions(name)])
+    service = visible_service(store, caller, name, "viewer", project)
+    return paging.page([_version_out(v, name) for v in store.list_versions(service.id)])
 
 
 @router.get("/services/{name}/versions/{version}")
 def get_version(
-    name: ServiceName, version: VersionRef, caller: Caller, store: StoreDep
+    name: ServiceName,
+    version: VersionRef,
+    caller: Caller,
+    store: StoreDep,
+    project: ServiceProject = None,
 ) -> VersionOut:
     """One version, by id, label or content-hash prefix."""
-    visible_service(store, caller, name, "viewer")
-    return _version_out(store.resolve_version(name, version))
+    service = visible_service(store, caller, name, "viewer", project)
+    return _version_out(store.resolve_version(service.id, version), name)
 
 
 @router.get("/services/{name}/docs")
@@ -263,13 +285,14 @@ def get_docs(
         str | None,
         Query(pattern=VERSION_PATTERN, description="Version id, label or hash; default latest"),
     ] = None,
+    project: ServiceProject = None,
 ) -> DocsOut:
     """A version's ``README.md`` and ``parameters.json`` (null where the package has none)."""
-    visible_service(store, caller, name, "viewer")
+    service = visible_service(store, caller, name, "viewer", project)
     if version is not None:
-        record = store.resolve_version(name, version)
+        record = store.resolve_version(service.id, version)
     else:
-        versions = store.list_versions(name)
+        versions = store.list_versions(service.id)
         if not versions:
             raise not_found(f"a version of service {name!r}")
         record = versions[-1]

@@ -27,6 +27,28 @@ class ServiceOut(BaseModel):
     updated_at: float
 
 
+class ClashOut(BaseModel):
+    """A package the version would install at a version the platform does not run."""
+
+    requirement: str = Field(description="The requirement line that brings it in")
+    package: str
+    version: str = Field(description="The version it installs ('' when not resolved)")
+    platform_version: str
+
+
+class IsolationOut(BaseModel):
+    """Where the version's scripts run, and why (decided at deploy)."""
+
+    mode: str = Field(description="'in-process' or 'process' (an isolated worker process)")
+    requested: str = Field(description="The manifest's isolation: auto, process or in-process")
+    clashes: list[ClashOut]
+    resolved: bool = Field(
+        description="Every package the requirements install was checked (else only their lines)"
+    )
+    note: str | None = Field(default=None, description="Why they could not be resolved")
+    summary: str
+
+
 class VersionOut(BaseModel):
     id: str
     service: str
@@ -38,6 +60,9 @@ class VersionOut(BaseModel):
     created_at: float
     steps: list[str]
     manifest: dict[str, Any]
+    isolation: IsolationOut | None = Field(
+        default=None, description="None for versions deployed before isolation was decided"
+    )
 
 
 class LinkedTrigger(BaseModel):

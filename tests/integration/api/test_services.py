@@ -189,9 +189,10 @@ def test_role_boundaries(api: ApiHarness, tmp_path: Path) -> None:
     assert api.client.get(f"{V1}/services", headers=b.admin).json()["items"] == []
     other = api.client.get(f"{V1}/services?project={a.name}", headers=b.admin)
     assert other.status_code == 404
-    # the name is taken by project A
-    taken = upload(api, data, b.developer)
-    assert taken.status_code == 409 and taken.json()["error"]["code"] == "conflict"
+    # names are per project: project B gets a service of its own under the same name
+    own = upload(api, data, b.developer)
+    assert own.status_code == 201 and own.json()["service"]["project"] == b.name
+    assert api.client.get(f"{V1}/services/{name}", headers=a.viewer).json()["project"] == a.name
     # a project key cannot deploy into another project
     assert upload(api, data, b.developer, project=a.name).status_code == 404
 
@@ -203,7 +204,7 @@ def test_role_boundaries(api: ApiHarness, tmp_path: Path) -> None:
     assert upload(api, admin_zip, api.admin, project="no-such-project").status_code == 404
     assert upload(api, admin_zip, api.admin, project=b.name).status_code == 201
     seen = api.client.get(f"{V1}/services?project={b.name}", headers=api.admin).json()
-    assert [s["name"] for s in seen["items"]] == [other_name]
+    assert sorted(s["name"] for s in seen["items"]) == sorted([name, other_name])
     assert api.client.get(f"{V1}/services/{other_name}", headers=a.viewer).status_code == 404
     assert api.client.get(f"{V1}/services", headers={}).status_code == 401
 
@@ -521,11 +522,14 @@ def test_git_repository_register_and_sync(git_api: ApiHarness, tmp_path: Path) -
     got = api.client.get(f"{V1}/repositories/{rid}", headers=team.viewer).json()
     assert got["last_commit"] == changed["commit"] and got["last_synced_at"]
 
-    # a repository of another project cannot deploy a service it does not own
+    # another project's repository deploys services of the same names: its own ones
     theirs = api.client.post(f"{V1}/repositories", json=body, headers=other.developer).json()
-    clash = api.client.post(f"{V1}/repositories/{theirs['id']}/sync", headers=other.developer)
-    assert clash.status_code == 200
-    assert all(r["problems"] for r in clash.json()["results"])
+    synced = api.client.post(f"{V1}/repositories/{theirs['id']}/sync", headers=other.developer)
+    assert synced.status_code == 200
+    created = {r["folder"]: r["created"] for r in synced.json()["results"] if r["service"]}
+    assert created == {alpha: True, beta: True}
+    mine = api.client.get(f"{V1}/services/{alpha}/versions", headers=team.viewer).json()
+    assert len(mine["items"]) == 2  # untouched by the other project's sync
 
     assert api.client.delete(f"{V1}/repositories/{rid}", headers=team.viewer).status_code == 403
     assert api.client.delete(f"{V1}/repositories/{rid}", headers=team.developer).status_code == 204

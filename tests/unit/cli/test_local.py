@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -356,8 +357,89 @@ def test_validate_warns_of_requirements_that_replace_the_platforms_packages(
         {"name": "pinned", "entrypoint": "main.py"},
         {"main.py": "pass\n", "requirements.txt": "pydantic==1.10.13\nsix\n"},
     )
-    result = invoke("validate", folder)
+    result = invoke("validate", folder, "--no-resolve")
     assert result.exit_code == 0, result.output
     assert "valid" in result.output
+    assert "isolation     isolated worker process (1 clash with the platform, below)" in (
+        result.output
+    )
     assert "warning: pydantic==1.10.13: the platform runs pydantic 2." in result.output
     assert "six" not in result.output.split("warning")[1]
+    assert "not resolved (--no-resolve); only the requirement lines themselves" in result.output
+    assert "runs in an isolated worker process" in result.output
+
+
+def test_validate_resolves_what_the_requirements_install_and_reports_each_clash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fxray.services import clashes
+
+    def fake_pip(command: list[str], **_: Any) -> subprocess.CompletedProcess[str]:
+        report = {
+            "install": [
+                {"metadata": {"name": "requests", "version": "2.25.1",
+                              "requires_dist": ["urllib3<1.27,>=1.21.1"]}},
+                {"metadata": {"name": "urllib3", "version": "1.26.20", "requires_dist": []}},
+            ]
+        }  # fmt: skip
+        Path(command[command.index("--report") + 1]).write_text(json.dumps(report))
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(clashes.subprocess, "run", fake_pip)
+    monkeypatch.setattr(
+        clashes, "platform_packages", lambda: {"requests": "2.34.2", "urllib3": "2.8.0"}
+    )
+    folder = write_package(
+        tmp_path / "svc",
+        {"name": "old-requests", "entrypoint": "main.py"},
+        {"main.py": "pass\n", "requirements.txt": "requests==2.25.1\n"},
+    )
+    result = invoke("validate", folder)
+    assert result.exit_code == 0, result.output
+    assert "isolated worker process (2 clashes with the platform, below)" in result.output
+    assert (
+        "warning: requests==2.25.1 installs urllib3 1.26.20; the platform runs urllib3 2.8.0"
+        in result.output
+    )
+    overridden = write_package(
+        tmp_path / "forced",
+        {"name": "forced", "entrypoint": "main.py", "isolation": "in-process"},
+        {"main.py": "pass\n", "requirements.txt": "requests==2.25.1\n"},
+    )
+    result = invoke("validate", overridden)
+    assert "in the executor's process (the manifest asks for it)" in result.output
+    assert 'the manifest asks for "isolation": "in-process"' in result.output
+
+
+def test_run_local_of_an_isolated_service_runs_in_a_worker_of_its_own(tmp_path: Path) -> None:
+    code = (
+        "import importlib.util, sys\nfrom fxray import context\n"
+        "seen = [m for m in ('pydantic', 'ray', 'typer') if importlib.util.find_spec(m)]\n"
+        "print('platform packages seen:', seen or 'none')\n"
+        "context.state.update('runs', lambda n: (n or 0) + 1)\n"
+        "context.events.send('iso.done', {'seen': seen})\n"
+    )
+    pkg = write_package(
+        tmp_path / "iso",
+        {"name": "iso", "entrypoint": "main.py", "isolation": "process"},
+        {"main.py": code},
+    )
+    result = invoke("run-local", pkg)
+    assert result.exit_code == 0, result.output
+    assert "running in an isolated worker process: the manifest asks for it" in result.output
+    assert "[main.py] STDOUT platform packages seen: none" in result.stdout
+    assert 'emitted iso.done {"seen": []}' in result.stdout
+    assert "state runs=1" in result.stdout
+    assert "state runs=2" in invoke("run-local", pkg).stdout
+
+
+def test_run_local_times_out_an_isolated_run(tmp_path: Path) -> None:
+    pkg = write_package(
+        tmp_path / "slow-iso",
+        {"name": "slow-iso", "entrypoint": "main.py", "timeout_s": 0.5, "isolation": "process"},
+        {"main.py": "import time\nprint('working')\nwhile True:\n    time.sleep(0.02)\n"},
+    )
+    result = invoke("run-local", pkg)
+    assert result.exit_code == 1
+    assert "step main.py timed_out" in result.stdout
+    assert "timed out after 0.5s" in result.stdout
