@@ -28,6 +28,12 @@ from rich.tree import Tree
 
 ORDERS = 20
 SPLIT = {"v1": 70, "v2": 30}
+PLAN = [  # (folder of examples/, version label)
+    ("order-intake", None),
+    ("fraud-score", "v1"),
+    ("fraud-score-v2", "v2"),
+    ("invoice", None),
+]
 FLOW = [
     ("event", "shop.order.placed"),
     ("run", "order-intake"),
@@ -147,35 +153,23 @@ def _run(console: Console, progress: _Progress, examples: Path, root: Path) -> i
     return 0
 
 
-def _flow(
-    console: Console, progress: _Progress, platform: Any, examples: Path
-) -> tuple[list[str], str]:
-    """Deploy, send, wait and report; returns ``(problems, summary of a success)``."""
-    progress.header("deploy the services")
-    plan = [
-        ("order-intake", None),
-        ("fraud-score", "v1"),
-        ("fraud-score-v2", "v2"),
-        ("invoice", None),
+def deploy_shop(platform: Any, examples: Path | None = None) -> list[Any]:
+    """Deploy the shop services of ``examples/`` (fraud-score as v1 and v2, split 70/30);
+    returns the deployments. Deploying them again changes nothing."""
+    folder = examples or examples_dir()
+    done = [
+        platform.deploy(folder / name, label=label, deployed_by="fxray demo")
+        for name, label in PLAN
     ]
-    for folder, label in plan:
-        deployment = platform.deploy(examples / folder, label=label, deployed_by="fxray demo")
-        version = deployment.version
-        linked = ", ".join(t.pattern for t in deployment.triggers) or "(already linked)"
-        reqs = ", ".join(version.requirements)
-        console.print(
-            f"deployed [bold]{version.service}[/] {label or version.content_hash[:8]}"
-            f"  triggers: {escape(linked)}" + (f"  requirements: {escape(reqs)}" if reqs else "")
-        )
     platform.split("fraud-score", SPLIT)
-    console.print(
-        "fraud-score split " + ", ".join(f"{ref} {weight}%" for ref, weight in SPLIT.items())
-    )
+    return done
 
-    progress.header("send orders")
-    rng = random.Random(7)
+
+def send_orders(platform: Any, orders: int = ORDERS, seed: int = 7) -> list[str]:
+    """Send ``orders`` shop orders and one manual run of order-intake; their event ids."""
+    rng = random.Random(seed)
     roots: list[str] = []
-    for number in range(1, ORDERS + 1):
+    for number in range(1, orders + 1):
         items = [
             {"sku": rng.choice(["MUG-01", "TEA-07", "POT-03", "CUP-12"]), "qty": rng.randint(1, 3)}
             for _ in range(rng.randint(1, 3))
@@ -191,6 +185,30 @@ def _flow(
         "order-intake", {"order_id": "M-1", "amount": 640.0, "express": True}, priority=1
     )
     roots.append(manual["id"])
+    return roots
+
+
+def _flow(
+    console: Console, progress: _Progress, platform: Any, examples: Path
+) -> tuple[list[str], str]:
+    """Deploy, send, wait and report; returns ``(problems, summary of a success)``."""
+    progress.header("deploy the services")
+    for folder, label in PLAN:
+        deployment = platform.deploy(examples / folder, label=label, deployed_by="fxray demo")
+        version = deployment.version
+        linked = ", ".join(t.pattern for t in deployment.triggers) or "(already linked)"
+        reqs = ", ".join(version.requirements)
+        console.print(
+            f"deployed [bold]{version.service}[/] {label or version.content_hash[:8]}"
+            f"  triggers: {escape(linked)}" + (f"  requirements: {escape(reqs)}" if reqs else "")
+        )
+    platform.split("fraud-score", SPLIT)
+    console.print(
+        "fraud-score split " + ", ".join(f"{ref} {weight}%" for ref, weight in SPLIT.items())
+    )
+
+    progress.header("send orders")
+    roots = send_orders(platform, ORDERS)
     console.print(f"sent {ORDERS} shop.order.placed events and 1 manual run of order-intake")
 
     progress.header("wait for the runs")
@@ -432,4 +450,4 @@ def _leaked_secret(examples: Path, runs: list[Any]) -> str | None:
     return None
 
 
-__all__ = ["DemoFailed", "examples_dir", "main"]
+__all__ = ["DemoFailed", "deploy_shop", "examples_dir", "main", "send_orders"]

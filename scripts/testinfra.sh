@@ -70,6 +70,24 @@ kcat_up() {
   echo "testinfra: kcat not available; tests that need it are skipped" >&2
 }
 
+chromium_up() {
+  # Debian's Chromium for the web UI's browser tests (Playwright drives it; no browser download).
+  local bin=${FXRAY_TEST_CHROMIUM:-/usr/bin/chromium}
+  if [ ! -x "$bin" ] && command -v apt-get >/dev/null; then
+    local sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo -n"
+    local pkgs="chromium fonts-dejavu-core"
+    # shellcheck disable=SC2086
+    $sudo apt-get install -y -qq --no-install-recommends $pkgs >/dev/null 2>&1 \
+      || { $sudo apt-get update -qq >/dev/null 2>&1 \
+           && $sudo apt-get install -y -qq --no-install-recommends $pkgs >/dev/null 2>&1; } || true
+  fi
+  if [ -x "$bin" ]; then
+    echo "export FXRAY_TEST_CHROMIUM=$bin" >> "$INFRA/env"; return 0
+  fi
+  [ "${CI:-}" = "true" ] && fail "Chromium (Debian package chromium) cannot be installed"
+  echo "testinfra: Chromium not available; the browser tests are skipped" >&2
+}
+
 kafka_ready() {
   # Succeeds when a Kafka broker answers a metadata request on $1.
   "$PY" - "$1" >/dev/null 2>&1 <<'PYEOF'
@@ -260,6 +278,7 @@ case "${1:-}" in
     [ "${CI:-}" = "true" ] && echo "export FXRAY_REQUIRE_SERVERS=1" >> "$INFRA/env"
     postgres_up
     ray_tmp_up
+    chromium_up
     kafka_up
     s3_up
     es_up

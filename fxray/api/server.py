@@ -33,8 +33,12 @@ def bootstrap_admin_key(store: StateStore, configured: str | None) -> str | None
     return token
 
 
-def serve(settings: Settings, announce: Callable[[str], None] = print) -> None:
-    """Start the platform, create the first admin key if needed, serve until Ctrl-C."""
+def serve(settings: Settings, announce: Callable[[str], None] = print, demo: bool = False) -> None:
+    """Start the platform, create the first admin key if needed, serve until Ctrl-C.
+
+    ``demo``: first deploy the sample shop services of ``examples/`` and send them orders
+    (see :mod:`fxray.demo`), and print a sign-in key for the web UI.
+    """
     from fxray.platform import Platform
 
     platform = Platform(settings).start()
@@ -42,12 +46,27 @@ def serve(settings: Settings, announce: Callable[[str], None] = print) -> None:
         assert platform.store is not None
         token = bootstrap_admin_key(platform.store, settings.admin_key)
         url = f"http://{settings.api_host}:{settings.api_port}"
-        if token:
+        if demo:
+            from fxray.demo import deploy_shop, send_orders
+
+            announce("deploying the sample shop services and sending them orders...")
+            deploy_shop(platform)
+            send_orders(platform)
+            if token is None:
+                _, token = platform.store.create_api_key("demo sign-in", "admin", None)
+            announce(
+                f"fxray web UI on {url}/  (the shop's runs are under way)\n"
+                "Sign in with this platform-wide admin key (shown only now):\n\n"
+                f"    {token}\n"
+            )
+        elif token:
             announce(
                 "A platform-wide admin key was created. It is shown only now; keep it safe:\n\n"
                 f"    export FXRAY_API_KEY={token}\n"
             )
         announce(f"fxray API on {url}/api/v1  (OpenAPI: {url}/openapi.json, docs: {url}/docs)")
+        if settings.ui_enabled and not demo:
+            announce(f"fxray web UI on {url}/  (sign in with an API key)")
         uvicorn.run(
             create_app(platform),
             host=settings.api_host,
