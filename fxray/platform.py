@@ -26,7 +26,16 @@ from typing import TYPE_CHECKING, Any
 
 import ray
 
+from fxray.actors.scaling import SCALING_KEY, check_override
 from fxray.bus import EventBus
+from fxray.cluster.mode import ClusterModeError, check_cluster_mode
+from fxray.cluster.placement import (
+    NodeView,
+    Unplaceable,
+    describe_resources,
+    executor_request,
+    platform_actor_options,
+)
 from fxray.events import cloudevent as ev
 from fxray.events import deadletters
 from fxray.events.deadletters import DeadLetter
@@ -42,9 +51,15 @@ from fxray.services import (
     load_package_bytes,
     validate_params,
 )
+from fxray.services.clashes import (
+    ISOLATION_KEY,
+    IsolationDecision,
+    Resolution,
+    decide_isolation,
+    resolve,
+)
 from fxray.settings import Settings
 from fxray.store import (
-    Conflict,
     NotFound,
     RunRecord,
     ServiceRecord,
@@ -52,6 +67,7 @@ from fxray.store import (
     TriggerRecord,
     VersionRecord,
 )
+from fxray.store.records import DEFAULT_PROJECT
 
 if TYPE_CHECKING:
     from fxray.packages.assets import AssetInfo, AssetStore, Data
@@ -73,6 +89,9 @@ def apply_ray_env_defaults() -> None:
 
 class PlatformError(RuntimeError):
     """An operator request the platform refuses; the message says why."""
+
+
+DEPLOY_RESOLVE_TIMEOUT_S = 20.0  # past it, the pool still checks the installed environment
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +132,8 @@ class Platform:
         self.kv = _make_kv(settings)
         self.packages = _make_package_store(settings)
         self._init_ray()
+        self._check_cluster_mode()
+        settings = self.settings
         self.bus = _make_bus(settings)
         for _ in range(settings.routers):
             self.add_router()
@@ -130,7 +151,7 @@ class Platform:
             ray.remote(Router)
             .options(
                 name=f"fxray-router.{self.settings.instance}.{index}.{uuid.uuid4().hex[:6]}",
-                num_cpus=0,
+                **platform_actor_options(self.settings),
                 max_concurrency=1000,
             )
             .remote(
@@ -182,6 +203,16 @@ class Platform:
         )
         self._started_ray = True
 
+    def _check_cluster_mode(self) -> None:
+        """Settle cluster mode (its setting as the actors will see it) and refuse settings that
+        keep state on one node when it is on (:mod:`fxray.cluster.mode`)."""
+        try:
+            on = check_cluster_mode(self.settings, ray.nodes())
+        except ClusterModeError as exc:
+            self.stop()
+            raise PlatformError(str(exc)) from None
+        self.settings = self.settings.model_copy(update={"cluster_mode": on})
+
     def stop(self) -> None:
         """Stop the router (committing what finished) and the embedded bus."""
         while self.routers:
@@ -222,14 +253,15 @@ class Platform:
         *,
         label: str | None = None,
         deployed_by: str | None = None,
-        project: str = "default",
+        project: str = DEFAULT_PROJECT,
     ) -> Deployment:
         """Validate and store a service package as a new immutable version.
 
-        The first deploy of a service links its manifest's ``trigger_events`` (and makes the
-        service part of ``project``). Deploying the same content again returns the existing
-        version. Raises :class:`PackageError` listing every problem of an invalid package, and
-        :class:`fxray.store.Conflict` if the service belongs to another project.
+        The service is the manifest's ``name`` in ``project`` (names are unique within a
+        project: another project may have a service of the same name). Its first deploy links
+        the manifest's ``trigger_events``. Deploying the same content again returns the
+        existing version. Raises :class:`PackageError` listing every problem of an invalid
+        package.
         """
         store, packages, _ = self._require()
         limits = ArchiveLimits.from_settings(self.settings)
@@ -238,18 +270,14 @@ class Platform:
         else:
             package = load_package(path, limits)
         manifest = package.manifest
+        self._check_placement(package)
+        isolation = self.isolation(package)
         packages.put(package.content_hash, package.to_zip())
-        first_deploy = True
         try:
-            existing = store.get_service(package.name)
+            store.find_service(project, package.name)
             first_deploy = False
         except NotFound:
-            pass
-        else:
-            if existing.project != project:
-                raise Conflict(
-                    f"a service named {package.name!r} already exists in another project"
-                )
+            first_deploy = True
         fields = {
             "description": manifest.description,
             "tags": list(manifest.tags),
@@ -260,12 +288,13 @@ class Platform:
         }
         if first_deploy:
             fields["active"] = manifest.active
-            fields["project"] = project
-        service = store.upsert_service(package.name, **fields)
+        service = store.upsert_service(package.name, project=project, **fields)
+        recorded = manifest.model_dump(mode="json", exclude_none=True)
+        recorded[ISOLATION_KEY] = isolation.to_json()  # the router's pools read the choice here
         version, created = store.add_version(
-            package.name,
+            service.id,
             package.content_hash,
-            manifest.model_dump(mode="json", exclude_none=True),
+            recorded,
             label=label,
             requirements=package.requirements,
             requirements_hash=package.requirements_hash,
@@ -274,10 +303,94 @@ class Platform:
         self._parameters[version.id] = _declared_parameters(package)
         triggers = []
         if first_deploy:
-            triggers = [store.add_trigger(t, package.name) for t in manifest.trigger_events]
-        store.sync_manifest_schedule(package.name, manifest.schedule)
+            triggers = [store.add_trigger(t, service.id) for t in manifest.trigger_events]
+        store.sync_manifest_schedule(service.id, manifest.schedule)
         self.refresh()
         return Deployment(service, version, created, triggers)
+
+    def isolation(self, package: ServicePackage) -> IsolationDecision:
+        """Where a package's scripts will run: in the executor's process, or isolated in a
+        worker process of their own when what its requirements install clashes with the
+        platform's packages (resolved with pip, once per requirements hash; see
+        :mod:`fxray.services.clashes`)."""
+
+        def resolver(requirements: list[str]) -> Resolution:
+            return resolve(
+                requirements,
+                cache_dir=self.settings.envs_dir,
+                index_url=self.settings.pip_index_url,
+                timeout_s=DEPLOY_RESOLVE_TIMEOUT_S,
+            )
+
+        return decide_isolation(package.requirements, package.manifest.isolation, resolver=resolver)
+
+    def _check_placement(self, package: ServicePackage) -> None:
+        """Refuse a service whose executors no node of the cluster could ever run."""
+        request = executor_request(
+            package.manifest.resources.model_dump(),
+            default_cpus=self.settings.executor_cpus,
+            extra=self.settings.executor_resources,
+        )
+        try:
+            NodeView(self.settings.cluster_node_types, ttl_s=0).check(
+                request, f"service {package.name!r}"
+            )
+        except Unplaceable as exc:
+            raise PlatformError(str(exc)) from None
+
+    def scale(
+        self, service: str, version: str | None = None, **override: int | None
+    ) -> VersionRecord:
+        """Override a version's scaling (``min_executors``, ``max_executors``,
+        ``target_backlog``; None drops a field's override) over its manifest's; the routers
+        apply it within a second. ``version``: id, label or hash prefix (default: the
+        latest)."""
+        store = self._require()[0]
+        target = store.resolve_version(service, version) if version else self._latest(service)
+        try:
+            clean = check_override(override)
+        except ValueError as exc:
+            raise PlatformError(str(exc)) from None
+        current = {**(target.manifest.get(SCALING_KEY) or {}), **clean}
+        current = {k: v for k, v in current.items() if v is not None}
+        low, high = current.get("min_executors"), current.get("max_executors")
+        high = high if high is not None else target.manifest.get("max_executors")
+        if low is not None and high is not None and low > high:
+            raise PlatformError(f"min_executors ({low}) is more than max_executors ({high})")
+        record = store.set_version_manifest_key(target.id, SCALING_KEY, current or None)
+        self.refresh()
+        return record
+
+    def status(self) -> dict[str, Any]:
+        """What runs where: the Ray nodes, the routers (and their nodes), and each version's
+        executors with its scaling policy, backlog and last decision."""
+        per_router = ray.get([router.stats.remote() for router in self._routers()])
+        nodes = [
+            {
+                "node_id": node["NodeID"],
+                "address": node.get("NodeManagerAddress"),
+                "alive": bool(node.get("Alive")),
+                "resources": describe_resources(node.get("Resources") or {}),
+            }
+            for node in ray.nodes()
+        ]
+        return {
+            "cluster_mode": bool(self.settings.cluster_mode),
+            "nodes": nodes,
+            "routers": [
+                {
+                    "router": one["router"],
+                    "node_id": one.get("node"),
+                    "restarted": one.get("restarted", False),
+                    "active_runs": one["active_runs"],
+                    "queued": one["queued"],
+                }
+                for one in per_router
+            ],
+            "executors": [
+                {"router": one["router"], **pool} for one in per_router for pool in one["executors"]
+            ],
+        }
 
     def configure(
         self,
@@ -300,6 +413,11 @@ class Platform:
 
     def services(self) -> list[ServiceRecord]:
         return self._require()[0].list_services()
+
+    def find_service(self, name: str, project: str = DEFAULT_PROJECT) -> ServiceRecord:
+        """The service ``name`` of ``project``. The other methods take a service's ``id``: its
+        name in the default project, ``<project>.<name>`` for one made in another project."""
+        return self._require()[0].find_service(project, name)
 
     def versions(self, service: str) -> list[VersionRecord]:
         return self._require()[0].list_versions(service)

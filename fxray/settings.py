@@ -132,6 +132,42 @@ class Settings(BaseSettings):
     ray_num_cpus: int | None = None
     ray_include_dashboard: bool = False
     ray_namespace: str = "fxray"
+    platform_actor_resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources each router and ops sink asks for, so that they run "
+        "only on nodes that offer them (on KubeRay: the worker groups, never the head); as JSON "
+        "in the env: FXRAY_PLATFORM_ACTOR_RESOURCES='{\"fxray-platform\": 0.001}'.",
+    )
+    cluster_mode: bool | None = Field(
+        default=None,
+        description="Many Ray nodes: node-local backends (SQLite, local folders, local KV, the "
+        "embedded bus) are refused and dependency environments are shared through the package "
+        "store. None: on when Ray has more than one node or cluster_node_types is set; false: "
+        "all nodes share this machine's folders (one-machine tests).",
+    )
+    cluster_node_types: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="Node types an autoscaler can add, by name, with the resources each node "
+        "offers (CPU, GPU, memory in bytes, custom): a service asking for more than any alive "
+        "node or any of these offers is refused rather than left waiting; as JSON in the env.",
+    )
+    executor_resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources every executor asks for (e.g. one only worker groups "
+        "offer), on top of its service's own.",
+    )
+    executor_target_backlog: int = Field(
+        default=1,
+        ge=1,
+        description="Runs waiting or running per executor a version scales to (between its min "
+        "and max executors); a manifest's target_backlog overrides it.",
+    )
+    executor_start_timeout_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="An executor not placed and started within this time fails its runs (with "
+        "what it asked for and what the nodes offer) instead of waiting for good.",
+    )
 
     executor_cpus: float = Field(default=0.1, ge=0, description="CPUs reserved per executor actor.")
     executors_min_per_version: int = Field(default=0, ge=0)
@@ -161,6 +197,14 @@ class Settings(BaseSettings):
     )
     ray_dashboard_url: str | None = Field(
         default=None, description="Link the API gives to Ray's dashboard; None: ask Ray."
+    )
+    ui_enabled: bool = Field(
+        default=True, description="Serve the web UI at / next to the management API."
+    )
+    ui_session_ttl_s: float = Field(
+        default=8 * 3600.0,
+        ge=60,
+        description="A web UI sign-in lasts this long (then sign in again with an API key).",
     )
     api_allow_local_repos: bool = Field(
         default=False,

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import ray
-import ray._private.worker
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from fxray._version import __version__
 from fxray.api.auth import Caller
+from fxray.api.deps import dashboard_url
 from fxray.api.errors import error_response, install_error_handlers
 from fxray.api.metrics import install_metrics
 from fxray.api.routes import (
@@ -23,6 +22,7 @@ from fxray.api.routes import (
     runs,
     schedules,
     services,
+    status,
     traces,
     triggers,
 )
@@ -76,7 +76,7 @@ def create_app(platform: Platform) -> FastAPI:
             "version": __version__,
             "instance": platform.settings.instance,
             "event_bus": platform.settings.event_bus,
-            "ray_dashboard": _dashboard_url(platform),
+            "ray_dashboard": dashboard_url(platform),
             "caller": {"key_id": caller.key_id, "project": caller.project, "role": caller.role},
         }
 
@@ -93,18 +93,11 @@ def create_app(platform: Platform) -> FastAPI:
         schedules,
         catalog,
         assets,
+        status,
     ):
         app.include_router(module.router, prefix=API_PREFIX)
+    if platform.settings.ui_enabled:
+        from fxray.ui import mount  # the web UI: pages at /, none in the OpenAPI document
+
+        mount(app, platform)
     return app
-
-
-def _dashboard_url(platform: Platform) -> str | None:
-    if platform.settings.ray_dashboard_url:
-        return platform.settings.ray_dashboard_url
-    try:
-        url = ray._private.worker.get_dashboard_url() if ray.is_initialized() else None
-    except Exception:  # no dashboard (include_dashboard=False) or an older Ray
-        return None
-    if not url:
-        return None
-    return url if url.startswith("http") else f"http://{url}"

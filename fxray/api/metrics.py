@@ -226,6 +226,7 @@ ROUTER_GAUGES = {
 RESERVED = {name for name, _ in ROUTER_GAUGES.values()} | {
     "fxray_router_executors",
     "fxray_router_executors_busy",
+    "fxray_router_executors_desired",
 }
 
 
@@ -241,6 +242,11 @@ def _router_families(answers: list[dict[str, Any]]) -> Iterator[Metric]:
     busy = GaugeMetricFamily(
         "fxray_router_executors_busy", "Executor actors running a batch.", labels=["router"]
     )
+    desired = GaugeMetricFamily(
+        "fxray_router_executors_desired",
+        "Executors the versions' scaling policies want for their backlogs, all versions.",
+        labels=["router"],
+    )
     counters: dict[str, CounterMetricFamily] = {}
     for answer in answers:
         router = str(answer.get("router", "?"))
@@ -249,6 +255,7 @@ def _router_families(answers: list[dict[str, Any]]) -> Iterator[Metric]:
         executors = answer.get("executors") or []
         actors.add_metric([router], sum(e.get("actors", 0) for e in executors))
         busy.add_metric([router], sum(e.get("busy", 0) for e in executors))
+        desired.add_metric([router], sum(e.get("desired", 0) for e in executors))
         for name, value in sorted((answer.get("counters") or {}).items()):
             metric = f"fxray_router_{_metric_name(name)}"
             if metric in RESERVED:
@@ -264,6 +271,7 @@ def _router_families(answers: list[dict[str, Any]]) -> Iterator[Metric]:
     yield from gauges.values()
     yield actors
     yield busy
+    yield desired
     yield from counters.values()
 
 

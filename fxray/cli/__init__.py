@@ -8,14 +8,16 @@
     fxray up                      # the management API on http://127.0.0.1:8080
     fxray db status               # the database's schema revision (fxray db upgrade migrates)
     fxray service push examples/order-intake   # and the other commands over the API
+    fxray status                  # what runs where; fxray scale: a version's executors
 
 Commands live by concern: :mod:`.local` (this machine), :mod:`.remote` (over the management
-API), :mod:`.deadletters`, :mod:`.db`; :mod:`.output` holds what they share.
+API), :mod:`.status` (``status``, ``scale`` over the API), :mod:`.deadletters`, :mod:`.db`,
+:mod:`.cluster` (Kubernetes); :mod:`.output` holds what they share.
 """
 
 import typer
 
-from fxray.cli import db, deadletters, local, remote
+from fxray.cli import cluster, db, deadletters, local, remote, status
 
 app = typer.Typer(
     name="fxray",
@@ -25,7 +27,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for _module in (local, deadletters, db, remote):
+for _module in (local, deadletters, db, remote, status, cluster):
     _module.register(app)
 
 __all__ = ["app"]

@@ -54,6 +54,7 @@ class RayMetrics:
     dead_letters: Any
     in_flight: Any
     executors: Any
+    executors_desired: Any = None
 
 
 _defined: RayMetrics | None = None
@@ -103,6 +104,11 @@ def ray_metrics() -> RayMetrics:
                 executors=Gauge(
                     "fxray_executors",
                     "Executor actors per version.",
+                    tag_keys=("service", "version"),
+                ),
+                executors_desired=Gauge(
+                    "fxray_executors_desired",
+                    "Executors the version's scaling policy wants for its backlog.",
                     tag_keys=("service", "version"),
                 ),
             )
@@ -171,6 +177,7 @@ class RunMetrics:
         self.observations: Counter[str] = Counter()  # histogram observations made, by metric
         self.in_flight = 0
         self.executors: dict[tuple[str, str], int] = {}
+        self.executors_desired: dict[tuple[str, str], int] = {}
         self._router_tags = {"router": router}
 
     def _send(self, action: Callable[[RayMetrics], None]) -> None:
@@ -230,18 +237,30 @@ class RunMetrics:
         self.in_flight = n
         self._send(lambda metrics: metrics.in_flight.set(n, self._router_tags))
 
-    def set_executors(self, counts: Mapping[tuple[str, str], int]) -> None:
-        """Set executor actors per (service, version); versions no longer listed go to 0."""
+    def set_executors(
+        self,
+        counts: Mapping[tuple[str, str], int],
+        desired: Mapping[tuple[str, str], int] | None = None,
+    ) -> None:
+        """Set executor actors per (service, version), and what the scaling policy wants;
+        versions no longer listed go to 0."""
         current = dict(counts)
+        wanted = dict(desired or {})
         for key in self.executors.keys() - current.keys():
             current[key] = 0
+        for key in self.executors_desired.keys() - wanted.keys():
+            wanted[key] = 0
 
         def send(metrics: RayMetrics) -> None:
             for (service, version), n in current.items():
                 metrics.executors.set(n, {"service": service, "version": version})
+            for (service, version), n in wanted.items():
+                if metrics.executors_desired is not None:
+                    metrics.executors_desired.set(n, {"service": service, "version": version})
 
         self._send(send)
         self.executors = {key: n for key, n in current.items() if key in counts}
+        self.executors_desired = {key: n for key, n in wanted.items() if desired and key in desired}
 
     def snapshot(self) -> dict[str, Any]:
         """What this recorder recorded (JSON-able)."""
@@ -258,6 +277,11 @@ class RunMetrics:
             "in_flight": self.in_flight,
             "executors": [
                 {"service": s, "version": v, "actors": n}
+                | (
+                    {"desired": self.executors_desired[s, v]}
+                    if (s, v) in self.executors_desired
+                    else {}
+                )
                 for (s, v), n in sorted(self.executors.items())
             ],
         }

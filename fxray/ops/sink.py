@@ -48,6 +48,7 @@ from tenacity import (
 
 from fxray import ops
 from fxray.bus import EventBus, Record, TopicPartition
+from fxray.cluster.placement import platform_actor_options, resume_if_restarted
 from fxray.events import cloudevent as ev
 from fxray.ops import elastic
 from fxray.settings import Settings
@@ -148,6 +149,9 @@ class OpsSink:
                 lambda exc: isinstance(exc, elastic.Unavailable),
             )
         self.lane = lane
+        # Ray restarts a sink whose node died (max_restarts): it rejoins its consumer group and
+        # writes again what its former self had not committed (documents are written by id).
+        self.restarted = summaries is False and resume_if_restarted()
 
     @property
     def counters(self) -> Counter[str]:
@@ -482,8 +486,7 @@ def start_sink(
         ray.remote(OpsSink)
         .options(
             name=f"fxray-ops-sink.{settings.instance}.{index}.{uuid.uuid4().hex[:6]}",
-            num_cpus=0,
-            resources=settings.platform_actor_resources or None,
+            **platform_actor_options(settings),
             max_concurrency=100,
         )
         .remote(

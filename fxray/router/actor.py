@@ -24,6 +24,8 @@ from fxray import ops
 from fxray.actors.executor import tune_gc
 from fxray.actors.pool import ExecutorPools
 from fxray.bus import EventBus, Record
+from fxray.cluster.envstore import env_archives, node_home
+from fxray.cluster.placement import NodeView, current_node_id, resume_if_restarted
 from fxray.events.cloudevent import EventLimits
 from fxray.kv import KVStore
 from fxray.ops.metrics import RunMetrics
@@ -73,11 +75,13 @@ class Router:
         self.tasks: list[asyncio.Task[None]] = []
         self.batch_tasks: set[asyncio.Task[None]] = set()
         self.running = False
+        # in cluster mode this node's own folders (FXRAY_NODE_HOME), as each executor's
+        home = node_home(self.settings.home) if self.settings.cluster_mode else self.settings.home
         self.pools = ExecutorPools(
             package_store=package_store,
             kv=kv,
-            cache_dir=self.settings.home / "cache" / "packages",
-            envs_dir=self.settings.envs_dir,
+            cache_dir=home / "cache" / "packages",
+            envs_dir=home / "envs",
             executor_cpus=self.settings.executor_cpus,
             max_per_version=self.settings.executors_max_per_version,
             min_per_version=self.settings.executors_min_per_version,
@@ -87,6 +91,16 @@ class Router:
             pip_index_url=self.settings.pip_index_url,
             ops=ops.OpsConfig.from_settings(self.settings, bus),
             event_limits=EventLimits.from_settings(self.settings),
+            target_backlog=self.settings.executor_target_backlog,
+            executor_resources=self.settings.executor_resources,
+            node_view=NodeView(self.settings.cluster_node_types),
+            env_archives=(
+                env_archives(package_store)
+                if self.settings.cluster_mode and self.settings.env_backend == "fxray"
+                else None
+            ),
+            home=self.settings.home,
+            start_timeout_s=self.settings.executor_start_timeout_s,
         )
         self.writer = RecordWriter(store, counters=self.counters, report=self._note_error)
         ops_config = self.pools.ops  # on if the ops sink is
@@ -121,6 +135,13 @@ class Router:
             counters=self.counters,
             note_error=self._note_error,
         )
+        # Ray restarts a router whose node died (max_restarts): it rejoins the consumer group
+        # and resumes from the committed offsets; the events its former self had not finished
+        # are delivered again (at-least-once), and runs already recorded are skipped.
+        self.restarted = resume_if_restarted()
+        if self.restarted:
+            self.counters["restarts"] += 1
+            log.warning("%s restarted by Ray on node %s", router_id, current_node_id())
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -229,11 +250,10 @@ class Router:
             ticks += 1
             self.metrics.set_in_flight(self.dispatcher.in_flight())
             if ticks % EXECUTOR_GAUGES_EVERY_TICKS == 0:
+                pools = list(self.pools.pools.values())
                 self.metrics.set_executors(
-                    {
-                        (p.version.service, p.version.id): p.stats().actors
-                        for p in self.pools.pools.values()
-                    }
+                    {(p.version.service, p.version.id): len(p.slots) for p in pools},
+                    {(p.version.service, p.version.id): p.wanted() for p in pools},
                 )
 
     async def _schedule_loop(self) -> None:
@@ -268,6 +288,8 @@ class Router:
         dispatcher = self.dispatcher
         return {
             "router": self.router_id,
+            "node": current_node_id(),
+            "restarted": self.restarted,
             "revision": self.routing.table.revision,
             "active_runs": dispatcher.in_flight(),
             "queued": len(dispatcher.queue),

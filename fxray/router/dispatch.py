@@ -23,8 +23,9 @@ from tenacity import AsyncRetrying, wait_exponential
 
 from fxray.actors.envs import EnvBuildError
 from fxray.actors.executor import BatchOutcome
-from fxray.actors.pool import ExecutorCrashed, ExecutorPools, VersionPool
+from fxray.actors.pool import ExecutorCrashed, ExecutorLost, ExecutorPools, VersionPool
 from fxray.bus import EventBus
+from fxray.cluster.placement import Unplaceable
 from fxray.events import cloudevent as ev
 from fxray.events.deadletters import failed_run_letter
 from fxray.ops.metrics import RunMetrics
@@ -73,6 +74,7 @@ class Dispatcher:
         self.delayed: DelayQueue[ActiveRun] = DelayQueue()
         self.ordered: dict[tuple[str, str], deque[ActiveRun]] = {}  # per key: head runs, rest wait
         self.avg_run_s: dict[str, float] = {}
+        self.backlog: Counter[str] = Counter()  # active runs per version: its pool scales by it
         self.wakeup = asyncio.Event()
         self.running = True  # the loops' condition (see Intake.running)
 
@@ -84,6 +86,7 @@ class Dispatcher:
         self.records.created([r.spec for r in runs])
         for run in runs:
             self.runs[run.spec.run_id] = run
+            self.backlog[run.spec.version_id] += 1
             self._enqueue(run)
         if runs:
             self.dispatch()  # now, not on the dispatch loop's next turn: latency
@@ -144,6 +147,7 @@ class Dispatcher:
         """Send queued runs to free executors: best runs first, one batch per free actor."""
         for version_id in self.queue.groups_by_priority():
             pool = self._pool(version_id)
+            pool.backlog = self.backlog[version_id]
             free = pool.free_capacity()
             if free <= 0:
                 continue
@@ -197,6 +201,15 @@ class Dispatcher:
             finally:  # before any result is recorded: the writer keeps order
                 if running_record is not None:
                     running_record.cancel()
+        except ExecutorLost as exc:  # its node went away: no run is to blame, all go again
+            self.counters["runs_requeued_executor_lost"] += len(batch)
+            log.warning("%s; %d runs queued again", exc, len(batch))
+            for run in batch:
+                self._requeue(run)
+            return
+        except Unplaceable as exc:
+            await self.fail(batch, started, str(exc))
+            return
         except ExecutorCrashed as exc:
             if len(batch) == 1:
                 await self.fail(batch, started, str(exc))
@@ -285,7 +298,10 @@ class Dispatcher:
         await self._persist("run records", lambda: self.records.finished(done))
         self.metrics.observe_finished((run.spec, result, run.dispatched) for run, result in finals)
         for run, result in finals:
-            self.runs.pop(run.spec.run_id, None)
+            if self.runs.pop(run.spec.run_id, None) is not None:
+                self.backlog[run.spec.version_id] -= 1
+                if self.backlog[run.spec.version_id] <= 0:
+                    del self.backlog[run.spec.version_id]
             self._release_next(run)
             self.counters[f"runs_{result.status.value}"] += 1
         if finals:
@@ -368,7 +384,14 @@ class Dispatcher:
         ]
 
     async def reap_loop(self) -> None:
-        """Retire executors idle for ``executor_idle_s``."""
+        """Apply the pools' scaling decisions: with each version's current policy (an override
+        may have changed it) and backlog, retire executors idle for ``executor_idle_s`` and keep
+        ``min_executors`` warm."""
         while self.running:
             await asyncio.sleep(min(5.0, self.settings.executor_idle_s / 2))
+            versions = self.snapshot().versions
+            for version_id, pool in list(self.pools.pools.items()):
+                if version_id in versions:
+                    self._pool(version_id)  # takes a refreshed policy
+                pool.backlog = self.backlog.get(version_id, 0)
             self.counters["executors_reaped"] += self.pools.reap()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import posixpath
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -108,6 +108,63 @@ class RetryPolicy(BaseModel):
     backoff_s: float = Field(default=1.0, ge=0, description="Seconds before the first retry.")
 
 
+MEMORY_UNITS = {
+    "": 1, "b": 1,
+    "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
+    "ki": 1024, "kib": 1024, "mi": 1024**2, "mib": 1024**2, "gi": 1024**3, "gib": 1024**3,
+    "t": 1000**4, "tb": 1000**4, "ti": 1024**4, "tib": 1024**4,
+}  # fmt: skip
+_MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
+RAY_BUILTIN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
+
+
+def parse_memory(value: int | str) -> int:
+    """Bytes from ``2147483648``, ``"2Gi"``, ``"512 MB"``, ``"1.5G"``; ``ValueError`` otherwise."""
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("memory must not be negative")
+        return value
+    match = _MEMORY_RE.match(value)
+    unit = match.group(2).lower() if match else None
+    if match is None or unit not in MEMORY_UNITS:
+        raise ValueError(
+            f"{value!r} is not an amount of memory (bytes as a number, or e.g. '512Mi', '2G')"
+        )
+    return int(float(match.group(1)) * MEMORY_UNITS[unit])
+
+
+class Resources(BaseModel):
+    """What each executor of a service asks Ray for (``resources`` in the manifest)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    cpus: float | None = Field(
+        default=None, ge=0, description="CPUs per executor (None: the platform's executor_cpus)."
+    )
+    memory: Annotated[int | str, AfterValidator(parse_memory)] | None = Field(
+        default=None, description="Memory per executor: bytes, or a string like '2Gi'."
+    )
+    gpus: float | None = Field(default=None, ge=0, description="GPUs per executor.")
+    custom: dict[str, float] = Field(
+        default_factory=dict,
+        description='Custom Ray resources per executor (e.g. {"fxray-heavy": 1}): only nodes '
+        "that offer them run the service.",
+    )
+
+    @field_validator("custom")
+    @classmethod
+    def _check_custom(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, amount in value.items():
+            if not name.strip() or any(ch.isspace() for ch in name):
+                raise ValueError(f"{name!r} is not a resource name (non-empty, no whitespace)")
+            if name in RAY_BUILTIN_RESOURCES:
+                field = {"CPU": "cpus", "GPU": "gpus"}.get(name, "memory")
+                raise ValueError(f"ask for {name!r} with resources.{field}, not in custom")
+            if amount <= 0:
+                raise ValueError(f"{name!r}: the amount must be more than 0")
+        return value
+
+
 class Manifest(BaseModel):
     """A service's ``manifest.json``."""
 
@@ -127,6 +184,28 @@ class Manifest(BaseModel):
     retries: RetryPolicy = Field(default_factory=RetryPolicy)
     max_concurrency: int | None = Field(default=None, ge=1)
     output_events: list[str] = Field(default_factory=list, description="Documentation only.")
+    isolation: Literal["auto", "process", "in-process"] = Field(
+        default="auto",
+        description="Where the scripts run: in the executor's process, or in a worker process "
+        "whose import path holds only the version's own packages (auto: isolated when the "
+        "requirements install a package the platform runs at another version).",
+    )
+    resources: Resources = Field(
+        default_factory=lambda: Resources(),
+        description="What each executor of the service asks Ray for; it runs only on nodes "
+        "that offer it.",
+    )
+    min_executors: int | None = Field(
+        default=None, ge=0, description="Executors kept warm per router (None: the platform's)."
+    )
+    max_executors: int | None = Field(
+        default=None, ge=1, description="Most executors per router (None: the platform's)."
+    )
+    target_backlog: int | None = Field(
+        default=None,
+        ge=1,
+        description="Runs waiting or running per executor to scale to (None: the platform's).",
+    )
 
     @field_validator("name")
     @classmethod
@@ -167,6 +246,13 @@ class Manifest(BaseModel):
     def _check_steps(self) -> Manifest:
         if not self.entrypoint and not self.execution_order:
             raise ValueError("either entrypoint or execution_order must name a script")
+        return self
+
+    @model_validator(mode="after")
+    def _check_executors(self) -> Manifest:
+        low, high = self.min_executors, self.max_executors
+        if low is not None and high is not None and low > high:
+            raise ValueError(f"min_executors ({low}) is more than max_executors ({high})")
         return self
 
     @property

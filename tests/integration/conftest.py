@@ -26,6 +26,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         item.add_marker(pytest.mark.integration)
 
 
+def start_session_ray() -> None:
+    """The tests' local Ray (also started again by modules that needed a cluster of their
+    own)."""
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=300 * 1024 * 1024,
+        namespace="fxray-tests",
+        log_to_driver=False,
+    )
+
+
 @pytest.fixture(scope="session")
 def ray_session() -> Iterator[None]:
     """Ray on this machine, started once (no dashboard), shut down at the end."""
@@ -34,13 +46,7 @@ def ray_session() -> Iterator[None]:
     if not ray.is_initialized():
         if "RAY_TMPDIR" not in os.environ:
             own_tmp = os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="fxr", dir="/tmp")
-        ray.init(
-            num_cpus=2,
-            include_dashboard=False,
-            object_store_memory=300 * 1024 * 1024,
-            namespace="fxray-tests",
-            log_to_driver=False,
-        )
+        start_session_ray()
         started = True
     yield
     if started:

@@ -88,7 +88,13 @@ def test_routers_and_executors_run_on_the_worker_not_the_head(tmp_path: Path) ->
             num_cpus=executors["CPU"], resources=custom, object_store_memory=80 * 1024 * 1024
         )
         ray_cluster.wait_for_nodes()
-        env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+        env = {
+            **os.environ,
+            "RAY_AUTH_MODE": "disabled",
+            "RAY_USAGE_STATS_ENABLED": "0",
+            # both nodes are on this machine and share its folders (SQLite, local packages)
+            "FXRAY_CLUSTER_MODE": "false",
+        }
         done = subprocess.run(
             [
                 sys.executable,

@@ -157,3 +157,18 @@ def test_platform_collector_answers_what_is_known_when_stopped() -> None:
     assert "fxray_platform_routers 0.0" in text
     assert "fxray_platform_active_runs 0.0" in text
     assert "fxray_platform_lag" not in text  # unknown, so left out
+
+
+def test_the_desired_executors_gauge_follows_the_scaling_policy(fakes: RayMetrics) -> None:
+    desired = FakeMetric()
+    made = RayMetrics(*(FakeMetric() for _ in range(7)), executors_desired=desired)
+    recorder = RunMetrics("router-0", export=True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(metrics, "ray_metrics", lambda: made)
+        recorder.set_executors({("a", "a@1"): 1}, {("a", "a@1"): 3})
+        recorder.set_executors({("a", "a@1"): 2}, {})
+    assert [(c[2]["version"], c[1]) for c in desired.calls] == [("a@1", 3), ("a@1", 0)]
+    recorder.set_executors({("a", "a@1"): 2}, {("a", "a@1"): 2})
+    assert recorder.snapshot()["executors"] == [
+        {"service": "a", "version": "a@1", "actors": 2, "desired": 2}
+    ]

@@ -190,3 +190,13 @@ def test_all_schema_problems_are_listed() -> None:
     joined = "\n".join(problems)
     for text in ("name:", "execution_order[0]:", "schedule:", "priority:", "x: unknown field"):
         assert text in joined
+
+
+def test_isolation_is_auto_unless_the_manifest_chooses() -> None:
+    assert Manifest.model_validate({"name": "s", "entrypoint": "a.py"}).isolation == "auto"
+    for choice in ("process", "in-process"):
+        manifest = Manifest.model_validate({"name": "s", "entrypoint": "a.py", "isolation": choice})
+        assert manifest.isolation == choice
+    assert problems_of({"name": "s", "entrypoint": "a.py", "isolation": "sometimes"}) == [
+        "manifest.json: isolation: input should be 'auto', 'process' or 'in-process'"
+    ]
