@@ -18,13 +18,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 READY_MARKER = ".fxray-ready"  # written last: a folder without it is unfinished
-_READY = READY_MARKER
 
 
 class EnvBuildError(RuntimeError):
@@ -52,24 +51,43 @@ def ensure_env(
     """
     started = time.monotonic()
     target = envs_dir / requirements_hash
-    if (target / _READY).exists():
+    if (target / READY_MARKER).exists():
         return EnvBuild(target, True, time.monotonic() - started)
+    built = fill_env_folder(
+        requirements_hash,
+        envs_dir,
+        lambda staging: _pip_install(list(requirements), staging, index_url, timeout_s),
+        ready_text="\n".join(requirements) + "\n",
+    )
+    return EnvBuild(target, not built, time.monotonic() - started)
+
+
+def fill_env_folder(
+    requirements_hash: str,
+    envs_dir: Path,
+    fill: Callable[[Path], None],
+    ready_text: str = "",
+) -> bool:
+    """Make ``envs_dir/<requirements_hash>`` with ``fill(staging folder)``, under the hash's
+    file lock, and rename it into place with its ready marker once complete (a crash leaves no
+    half-made environment); False if another process had made it already."""
     envs_dir.mkdir(parents=True, exist_ok=True)
+    target = envs_dir / requirements_hash
     with open(envs_dir / f"{requirements_hash}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if (target / _READY).exists():
-            return EnvBuild(target, True, time.monotonic() - started)
+        if (target / READY_MARKER).exists():
+            return False
         staging = Path(tempfile.mkdtemp(prefix=f".{requirements_hash[:12]}-", dir=envs_dir))
         try:
-            _pip_install(list(requirements), staging, index_url, timeout_s)
-            (staging / _READY).write_text("\n".join(requirements) + "\n")
+            fill(staging)
+            (staging / READY_MARKER).write_text(ready_text)
             if target.exists():
                 shutil.rmtree(target)
             os.rename(staging, target)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-    return EnvBuild(target, False, time.monotonic() - started)
+    return True
 
 
 def _pip_install(

@@ -273,8 +273,7 @@ class ExecutorActor:
         with self._lock:
             self._current = None
         if current.timed_out:
-            result.status = RunStatus.TIMED_OUT
-            result.error = f"timed out after {spec.timeout_s:g}s"
+            result.mark_timed_out(spec.timeout_s)
         self._runs_done += 1
         return result
 
@@ -328,8 +327,7 @@ class ExecutorActor:
                     self._current = None
                 self._cancelled.discard(result.run_id)
             if current is not None and current.timed_out:
-                result.status = RunStatus.TIMED_OUT
-                result.error = f"timed out after {current.timeout_s:g}s"
+                result.mark_timed_out(current.timeout_s)
             if current is not None:
                 self._runs_done += 1
             results.append(result)

@@ -16,11 +16,9 @@ else the platform's home path.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import io
 import os
-import shutil
 import tarfile
 import tempfile
 import time
@@ -29,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
-from fxray.actors.envs import READY_MARKER, ensure_env
+from fxray.actors.envs import READY_MARKER, ensure_env, fill_env_folder
 from fxray.packages import PackageStore, validate_hash
 from fxray.packages.s3 import S3Bucket
 
@@ -184,22 +182,7 @@ def unpack_env(data: bytes, target: Path) -> None:
 
 def _install_archive(data: bytes, requirements_hash: str, envs_dir: Path) -> None:
     """Unpack into a staging folder and rename it into place, under the hash's file lock."""
-    envs_dir.mkdir(parents=True, exist_ok=True)
-    target = envs_dir / requirements_hash
-    with open(envs_dir / f"{requirements_hash}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if (target / READY_MARKER).exists():
-            return
-        staging = Path(tempfile.mkdtemp(prefix=f".{requirements_hash[:12]}-", dir=envs_dir))
-        try:
-            unpack_env(data, staging)
-            (staging / READY_MARKER).touch()
-            if target.exists():
-                shutil.rmtree(target)
-            os.rename(staging, target)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+    fill_env_folder(requirements_hash, envs_dir, lambda staging: unpack_env(data, staging))
 
 
 def node_home(default: str | Path) -> Path:

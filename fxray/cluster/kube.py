@@ -29,6 +29,9 @@ KUBERAY_INSTALL = (
 REQUEST_TIMEOUT = (10, 60)  # seconds to connect, to read
 
 
+_NO_BODY = object()  # _call: no body argument (None may be one)
+
+
 @dataclass(frozen=True)
 class Kind:
     """How to reach one kind: its typed API and method suffix, or CustomObjectsApi."""
@@ -229,26 +232,32 @@ class Kube:
         wrong types, like kubectl --validate=strict), for CustomObjectsApi the dict."""
         return kind.model.model_validate(obj) if kind.model is not None else obj
 
+    def _call(
+        self,
+        kind: Kind,
+        verb: str,
+        namespace: str | None,
+        name: str | None = None,
+        body: Any = _NO_BODY,
+        **options: Any,
+    ) -> Any:
+        """``verb`` (read, create, patch, delete, list) on one kind: CustomObjectsApi for the
+        Ray kinds, the kind's typed API for built-ins; the raw response."""
+        options = {"_preload_content": False, "_request_timeout": REQUEST_TIMEOUT, **options}
+        named = [name] if name is not None else []
+        sent = [body] if body is not _NO_BODY else []
+        if kind.api is None:
+            custom_verb = "get" if verb == "read" else verb
+            method = getattr(self._custom(), f"{custom_verb}_namespaced_custom_object")
+            return method(RAY_GROUP, RAY_VERSION, namespace, kind.plural, *named, *sent, **options)
+        scoped = [namespace] if kind.namespaced else []
+        return self._typed(kind, verb)(*named, *scoped, *sent, **options)
+
     def get(self, kind: Kind, name: str, namespace: str | None) -> dict[str, Any] | None:
         """The live object, or None if there is none."""
         try:
             with self.errors("get", kind, name, namespace):
-                if kind.api is None:
-                    response = self._custom().get_namespaced_custom_object(
-                        RAY_GROUP,
-                        RAY_VERSION,
-                        namespace,
-                        kind.plural,
-                        name,
-                        _preload_content=False,
-                        _request_timeout=REQUEST_TIMEOUT,
-                    )
-                else:
-                    args = (name, namespace) if kind.namespaced else (name,)
-                    response = self._typed(kind, "read")(
-                        *args, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
-                    )
-                return _json(response)
+                return _json(self._call(kind, "read", namespace, name))
         except ClusterError as exc:
             if exc.status == 404:
                 return None
@@ -260,26 +269,9 @@ class Kube:
         try:
             with self.errors("create", kind, name, namespace):
                 body = self.body(kind, obj)
-                if kind.api is None:
-                    response = self._custom().create_namespaced_custom_object(
-                        RAY_GROUP,
-                        RAY_VERSION,
-                        namespace,
-                        kind.plural,
-                        body,
-                        field_validation="Strict",
-                        _preload_content=False,
-                        _request_timeout=REQUEST_TIMEOUT,
-                    )
-                else:
-                    args = (namespace, body) if kind.namespaced else (body,)
-                    response = self._typed(kind, "create")(
-                        *args,
-                        field_validation="Strict",
-                        _preload_content=False,
-                        _request_timeout=REQUEST_TIMEOUT,
-                    )
-                return _json(response)
+                return _json(
+                    self._call(kind, "create", namespace, body=body, field_validation="Strict")
+                )
         except ClusterError as exc:
             if exc.status == 409:
                 return None
@@ -295,53 +287,22 @@ class Kube:
     ) -> dict[str, Any]:
         """Patch one object: a merge patch (a dict) or a JSON patch (a list of operations)."""
         with self.errors("patch", kind, name, namespace):
-            if kind.api is None:
-                response = self._custom().patch_namespaced_custom_object(
-                    RAY_GROUP,
-                    RAY_VERSION,
-                    namespace,
-                    kind.plural,
-                    name,
-                    patch,
-                    field_validation="Strict",
-                    _content_type=content_type,
-                    _preload_content=False,
-                    _request_timeout=REQUEST_TIMEOUT,
-                )
-            else:
-                args = (name, namespace, patch) if kind.namespaced else (name, patch)
-                response = self._typed(kind, "patch")(
-                    *args,
-                    field_validation="Strict",
-                    _content_type=content_type,
-                    _preload_content=False,
-                    _request_timeout=REQUEST_TIMEOUT,
-                )
+            response = self._call(
+                kind,
+                "patch",
+                namespace,
+                name,
+                patch,
+                field_validation="Strict",
+                _content_type=content_type,
+            )
             return _json(response)
 
     def delete(self, kind: Kind, name: str, namespace: str | None) -> bool:
         """Delete one object (its dependents in the background); False if it was not there."""
         try:
             with self.errors("delete", kind, name, namespace):
-                if kind.api is None:
-                    self._custom().delete_namespaced_custom_object(
-                        RAY_GROUP,
-                        RAY_VERSION,
-                        namespace,
-                        kind.plural,
-                        name,
-                        propagation_policy="Background",
-                        _preload_content=False,
-                        _request_timeout=REQUEST_TIMEOUT,
-                    )
-                else:
-                    args = (name, namespace) if kind.namespaced else (name,)
-                    self._typed(kind, "delete")(
-                        *args,
-                        propagation_policy="Background",
-                        _preload_content=False,
-                        _request_timeout=REQUEST_TIMEOUT,
-                    )
+                self._call(kind, "delete", namespace, name, propagation_policy="Background")
                 return True
         except ClusterError as exc:
             if exc.status == 404:
@@ -352,23 +313,7 @@ class Kube:
         self, kind: Kind, namespace: str, label_selector: str | None = None
     ) -> list[dict[str, Any]]:
         with self.errors("list", kind, None, namespace):
-            if kind.api is None:
-                response = self._custom().list_namespaced_custom_object(
-                    RAY_GROUP,
-                    RAY_VERSION,
-                    namespace,
-                    kind.plural,
-                    label_selector=label_selector,
-                    _preload_content=False,
-                    _request_timeout=REQUEST_TIMEOUT,
-                )
-            else:
-                response = self._typed(kind, "list")(
-                    namespace,
-                    label_selector=label_selector,
-                    _preload_content=False,
-                    _request_timeout=REQUEST_TIMEOUT,
-                )
+            response = self._call(kind, "list", namespace, label_selector=label_selector)
             return list(_json(response).get("items") or [])
 
     def require_kuberay(self) -> None:

@@ -236,7 +236,7 @@ def _requirements_env(
 
     root = Path(envs_dir).expanduser() if envs_dir else default_envs_dir()
     wanted = ", ".join(package.requirements)
-    if progress is not None and not (root / package.requirements_hash / envs._READY).exists():
+    if progress is not None and not (root / package.requirements_hash / envs.READY_MARKER).exists():
         progress(f"installing requirements ({wanted}) into {root} (first use only)")
     try:
         build = envs.ensure_env(package.requirements, package.requirements_hash, root)
@@ -304,15 +304,9 @@ def _execute(
     result: RunResult | None = box.get("result")
     if not timed_out and result is not None:
         return result
-    error = f"timed out after {spec.timeout_s:g}s"
     if result is None:
-        return RunResult(spec.run_id, RunStatus.TIMED_OUT, started, time.time(), error=error)
-    result.status = RunStatus.TIMED_OUT
-    result.error = error
-    if result.steps and result.steps[-1].status is RunStatus.CANCELLED:
-        result.steps[-1].status = RunStatus.TIMED_OUT
-        result.steps[-1].error = error
-    return result
+        result = RunResult(spec.run_id, RunStatus.TIMED_OUT, started, time.time())
+    return result.mark_timed_out(spec.timeout_s)
 
 
 def _execute_isolated(
@@ -351,13 +345,7 @@ def _execute_isolated(
     if "error" in box:
         raise box["error"]
     result: RunResult = box["result"]
-    if timed_out:
-        result.status = RunStatus.TIMED_OUT
-        result.error = f"timed out after {spec.timeout_s:g}s"
-        if result.steps and result.steps[-1].status is RunStatus.CANCELLED:
-            result.steps[-1].status = RunStatus.TIMED_OUT
-            result.steps[-1].error = result.error
-    return result
+    return result.mark_timed_out(spec.timeout_s) if timed_out else result
 
 
 def _raise_in_thread(thread: threading.Thread, exc_type: type[BaseException]) -> None:

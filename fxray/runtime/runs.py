@@ -85,3 +85,13 @@ class RunResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def mark_timed_out(self, timeout_s: float) -> RunResult:
+        """This result as that of a run its timeout stopped (and its last step, if the stop
+        ended it as cancelled)."""
+        self.status = RunStatus.TIMED_OUT
+        self.error = f"timed out after {timeout_s:g}s"
+        if self.steps and self.steps[-1].status is RunStatus.CANCELLED:
+            self.steps[-1].status = RunStatus.TIMED_OUT
+            self.steps[-1].error = self.error
+        return self

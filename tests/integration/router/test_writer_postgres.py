@@ -15,37 +15,9 @@ import sqlalchemy as sa
 from fxray.router.writer import RecordWriter
 from fxray.store import StateStore
 from tests.pg_server import PrivatePostgres
+from tests.run_records import finished_run, pending_run
 
 OUTAGE_S = 8.0  # longer than the 5 tries over ~6 s after which the writer used to drop rows
-
-
-def _pending(run_id: str) -> dict[str, Any]:
-    return {
-        "id": run_id,
-        "service": "svc",
-        "version_id": "svc@1",
-        "trigger_id": None,
-        "event_id": f"e-{run_id}",
-        "event_type": "t",
-        "correlation_id": f"e-{run_id}",
-        "status": "pending",
-        "priority": 5,
-        "attempt": 1,
-        "shadow": False,
-        "created_at": time.time(),
-        "steps": [],
-        "logs": [],
-    }
-
-
-def _final(run_id: str) -> dict[str, Any]:
-    return {
-        "id": run_id,
-        "status": "succeeded",
-        "finished_at": time.time(),
-        "logs": [[1.0, "INFO", "s.py", f"done {run_id}"]],
-        "result": {"run": run_id},
-    }
 
 
 def _event(n: int) -> dict[str, Any]:
@@ -61,7 +33,7 @@ def test_rows_queued_during_an_outage_are_all_written_after_it(
     reports: list[str] = []
     writer = RecordWriter(store, counters=counters, report=reports.append, retry_max_s=1.0)
     ids = [f"r{i}" for i in range(50)]
-    writer.submit("insert_runs", [_pending(i) for i in ids[:10]])  # written before
+    writer.submit("insert_runs", [pending_run(i) for i in ids[:10]])  # written before
     deadline = time.monotonic() + 10
     while store.count_runs() < 10:
         assert time.monotonic() < deadline
@@ -70,14 +42,14 @@ def test_rows_queued_during_an_outage_are_all_written_after_it(
     private_postgres.stop()
     stopped = time.monotonic()
     try:
-        writer.submit("insert_runs", [_pending(i) for i in ids[10:]])  # queued, not awaited
+        writer.submit("insert_runs", [pending_run(i) for i in ids[10:]])  # queued, not awaited
         writer.submit("events", [_event(n) for n in range(20)])
         time.sleep(OUTAGE_S)
     finally:
         private_postgres.start()
 
     async def finish() -> None:
-        await writer.write("update_runs", [_final(i) for i in ids])
+        await writer.write("update_runs", [finished_run(i) for i in ids])
 
     asyncio.run(asyncio.wait_for(finish(), 60))
     back = time.monotonic() - stopped
@@ -130,8 +102,8 @@ def test_a_row_the_server_refuses_is_isolated_and_reported(
     ids = [f"r{i:02}" for i in range(30)] + ["r-content", "r-always"]
 
     async def write_all() -> None:
-        await writer.write("insert_runs", [_pending(i) for i in ids])
-        await writer.write("update_runs", [_final(i) for i in ids])
+        await writer.write("insert_runs", [pending_run(i) for i in ids])
+        await writer.write("update_runs", [finished_run(i) for i in ids])
 
     asyncio.run(asyncio.wait_for(write_all(), 60))  # returns: nothing is retried forever
     writer.close()

@@ -9,7 +9,6 @@ database raises for a row it will never take.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from sqlalchemy import exc as sa_exc
 
 from fxray.router.writer import RecordWriter
 from fxray.store import StateStore
+from tests.run_records import finished_run, pending_run
 
 
 def _unavailable() -> sa_exc.OperationalError:
@@ -57,36 +57,6 @@ def store(tmp_path: Path) -> Iterator[FlakyStore]:
     flaky.close()
 
 
-def _pending(run_id: str, **fields: Any) -> dict[str, Any]:
-    return {
-        "id": run_id,
-        "service": "svc",
-        "version_id": "v1",
-        "trigger_id": None,
-        "event_id": f"e-{run_id}",
-        "event_type": "t",
-        "correlation_id": f"e-{run_id}",
-        "status": "pending",
-        "priority": 5,
-        "attempt": 1,
-        "shadow": False,
-        "created_at": time.time(),
-        "steps": [],
-        "logs": [],
-        **fields,
-    }
-
-
-def _final(run_id: str) -> dict[str, Any]:
-    return {
-        "id": run_id,
-        "status": "succeeded",
-        "finished_at": time.time(),
-        "logs": [[1.0, "INFO", "s.py", f"done {run_id}"]],
-        "result": {"run": run_id},
-    }
-
-
 def _writer(store: StateStore, **options: Any) -> tuple[RecordWriter, Counter[str], list[str]]:
     counters: Counter[str] = Counter()
     reports: list[str] = []
@@ -98,11 +68,11 @@ def _writer(store: StateStore, **options: Any) -> tuple[RecordWriter, Counter[st
 def test_an_outage_longer_than_any_retry_budget_loses_no_row(store: FlakyStore) -> None:
     writer, counters, reports = _writer(store)
     store.outage_writes = 40  # the old writer gave up (and dropped the rows) after 5 tries
-    writer.submit("insert_runs", [_pending(f"r{i}") for i in range(10)])
+    writer.submit("insert_runs", [pending_run(f"r{i}") for i in range(10)])
     writer.submit("events", [{"id": "e1", "type": "t", "source": "s", "data": {}}])
 
     async def finish() -> None:
-        await writer.write("update_runs", [_final(f"r{i}") for i in range(10)])
+        await writer.write("update_runs", [finished_run(f"r{i}") for i in range(10)])
 
     asyncio.run(asyncio.wait_for(finish(), 30))
     writer.close()
@@ -123,7 +93,7 @@ def test_an_outage_that_lasts_is_reported_again(
     monkeypatch.setattr("fxray.router.writer.OUTAGE_REPORT_EVERY_S", 0.05)
     writer, counters, reports = _writer(store, retry_max_s=0.02)
     store.outage_writes = 30
-    asyncio.run(asyncio.wait_for(writer.write("insert_runs", [_pending("r1")]), 30))
+    asyncio.run(asyncio.wait_for(writer.write("insert_runs", [pending_run("r1")]), 30))
     writer.close()
     assert store.get_run("r1").status == "pending"
     assert any("still unavailable" in r for r in reports[1:])
@@ -136,10 +106,10 @@ def test_a_poison_row_is_written_without_its_content_and_the_rest_in_full(
     writer, counters, reports = _writer(store)
     ids = [f"r{i}" for i in range(20)]
     store.poison = {"r13"}
-    writer.submit("insert_runs", [_pending(i) for i in ids])
+    writer.submit("insert_runs", [pending_run(i) for i in ids])
 
     async def finish() -> None:  # returns: the poison row is not retried forever
-        await writer.write("update_runs", [_final(i) for i in ids])
+        await writer.write("update_runs", [finished_run(i) for i in ids])
 
     asyncio.run(asyncio.wait_for(finish(), 30))
     writer.close()
@@ -163,7 +133,7 @@ def test_a_row_refused_even_without_content_is_reported_not_dropped_in_silence(
     events = [{"id": f"e{i}", "type": "t", "source": "s", "data": {}} for i in range(4)]
     writer.submit("events", events)
     asyncio.run(
-        asyncio.wait_for(writer.write("insert_runs", [_pending(f"r{i}") for i in range(4)]), 30)
+        asyncio.wait_for(writer.write("insert_runs", [pending_run(f"r{i}") for i in range(4)]), 30)
     )
     writer.close()
     assert sorted(r.id for r in store.list_runs(limit=None)) == ["r0", "r1", "r3"]
@@ -191,7 +161,7 @@ def test_an_outage_during_the_search_for_a_poison_row_is_waited_out(store: Flaky
     flaky.poison = {"r5"}
     asyncio.run(
         asyncio.wait_for(
-            writer.write("insert_runs", [_pending(f"r{i}", logs=[[1]]) for i in range(8)]), 30
+            writer.write("insert_runs", [pending_run(f"r{i}", logs=[[1]]) for i in range(8)]), 30
         )
     )
     writer.close()
