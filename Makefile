@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: venv demo test test-unit test-integration lint format bench clean
+.PHONY: venv demo test test-unit test-integration lint format bench bench-cluster bench-ui clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,13 @@ format: venv
 bench: venv
 	@$(BIN)/python bench/run.py
 	@$(BIN)/python bench/isolation.py
+
+# these two need the test servers (Kafka, PostgreSQL, S3): started and stopped around the run
+bench-cluster: venv
+	@scripts/with-servers.sh $(BIN)/python bench/cluster.py
+
+bench-ui: venv
+	@scripts/with-servers.sh $(BIN)/python bench/ui.py
 
 clean:
 	rm -rf $(VENV) .fxray .infra .pytest_cache .ruff_cache

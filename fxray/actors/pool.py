@@ -288,6 +288,11 @@ class VersionPool:
                         f"{self.version.id}: no node started its executor within "
                         f"{self.pools.start_timeout_s:g}s (it asks for {self.request.describe()})"
                     )
+        except RayActorError as exc:
+            ray.kill(handle, no_restart=True)
+            if lost_with_its_node(exc):  # placed on a node that went away: try again elsewhere
+                raise ExecutorLost(f"new executor lost with its node: {exc}") from exc
+            raise
         except BaseException:
             answered.cancel()
             ray.kill(handle, no_restart=True)

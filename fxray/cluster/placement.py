@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -25,7 +26,11 @@ from typing import Any
 
 from fxray.settings import Settings
 
+log = logging.getLogger("fxray.cluster")
+
 RESOURCE_EPSILON = 1e-9
+RESUME_WITHIN_S = 300.0
+RESUME_CALL_TIMEOUT_S = 120.0
 NODE_VIEW_TTL_S = 5.0
 HIDDEN_PREFIXES = ("node:", "accelerator_type:", "object_store_memory", "bundle_group_")
 
@@ -213,10 +218,15 @@ def lost_with_its_node(exc: BaseException) -> bool:
     return isinstance(exc, ActorUnavailableError) or "because its node has died" in str(exc)
 
 
-def resume_if_restarted(start_method: str = "start") -> bool:
+def resume_if_restarted(start_method: str = "start", within_s: float = RESUME_WITHIN_S) -> bool:
     """Called in an actor's ``__init__``: if Ray restarted the actor (after its node or process
-    died), call its ``start_method`` once the constructor returns, as the platform did when it
-    first started it; True if so."""
+    died), call its ``start_method`` once the constructor has returned, as the platform did
+    when it first started it; True if so.
+
+    The call is made from a thread of the actor's own, and made again until it is answered
+    (``start_method`` must be idempotent): a call sent while Ray still counts the actor as
+    restarting can be lost.
+    """
     import ray
 
     try:
@@ -225,7 +235,21 @@ def resume_if_restarted(start_method: str = "start") -> bool:
             return False
     except Exception:  # not in a Ray actor (a test calls the class directly)
         return False
-    getattr(context.current_actor, start_method).remote()
+    handle = context.current_actor
+
+    def resume() -> None:
+        deadline = time.monotonic() + within_s
+        while True:
+            try:
+                ray.get(getattr(handle, start_method).remote(), timeout=RESUME_CALL_TIMEOUT_S)
+                return
+            except Exception as exc:
+                if time.monotonic() > deadline:
+                    log.error("could not resume after a restart: %s", exc)
+                    return
+                time.sleep(1.0)
+
+    threading.Thread(target=resume, name="fxray-resume", daemon=True).start()
     return True
 
 

@@ -154,7 +154,11 @@ class Router:
         # with CPython's default 5 ms switch interval each hand-off can wait up to 5 ms for
         # the GIL while another thread computes. 0.5 ms keeps those waits short.
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
-        await asyncio.to_thread(self.intake.open)
+        try:
+            await asyncio.to_thread(self.intake.open)
+        except BaseException:
+            self.running = False  # a later start() tries again
+            raise
         loops: list[Callable[[], Coroutine[Any, Any, None]]] = [
             self.intake.consume_loop,
             self.dispatcher.loop,
@@ -295,6 +299,7 @@ class Router:
             "queued": len(dispatcher.queue),
             "waiting_retry": len(dispatcher.delayed),
             "paused": self.intake.paused,
+            "consuming": self.running,
             "counters": dict(self.counters),
             "executors": [
                 s.__dict__ if hasattr(s, "__dict__") else _slots(s) for s in self.pools.stats()

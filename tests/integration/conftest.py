@@ -28,7 +28,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def start_session_ray() -> None:
     """The tests' local Ray (also started again by modules that needed a cluster of their
-    own)."""
+    own, see tests/integration/cluster/ray_clusters.py)."""
     ray.init(
         num_cpus=2,
         include_dashboard=False,

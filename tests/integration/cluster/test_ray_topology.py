@@ -34,8 +34,10 @@ CLIENT = textwrap.dedent(
     from fxray import Platform, Settings
 
     address, home, resources = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    # cluster_mode=False: both nodes share this machine's folders, so the embedded defaults
+    # (SQLite, local packages and KV) work here; a real cluster refuses them (cluster/mode.py)
     settings = Settings(home=home, ray_address=address, instance="topology",
-                        platform_actor_resources=resources)
+                        platform_actor_resources=resources, cluster_mode=False)
     with Platform(settings) as platform:
         platform.deploy(sys.argv[4])
         event = platform.send("demo.greet", {"name": "Ada"})

@@ -197,6 +197,32 @@ def test_the_head_takes_no_work_and_platform_actors_fit_only_on_workers(overlay:
     assert Settings().executor_cpus > 0
 
 
+def settings_from(data: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The Settings the ConfigMap's data alone gives (no other FXRAY_* variable, no toml)."""
+    for name in list(os.environ):
+        if name.startswith("FXRAY_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(Path(os.sep))  # no ./fxray.toml
+    for name, value in data.items():
+        monkeypatch.setenv(name, value)
+    return Settings()
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_settings_name_the_worker_groups_ray_reads(
+    overlay: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``cluster_node_types`` (what lets a service wait for a pod the autoscaler will add, and
+    refuses one no group fits) is exactly the worker groups Ray reads from the RayCluster."""
+    data = one(rendered(overlay), "ConfigMap")["data"]
+    read = {
+        name: {k: float(v) for k, v in node["resources"].items()}
+        for name, node in ray_reading(overlay)["available_node_types"].items()
+        if name != "headgroup"
+    }
+    assert settings_from(data, monkeypatch).cluster_node_types == read
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_autoscaling_is_in_tree_v2(overlay: str) -> None:
     spec = one(rendered(overlay), "RayCluster")["spec"]
@@ -305,25 +331,21 @@ def test_the_settings_and_secrets_make_valid_fxray_settings(
     objects = rendered(overlay)
     data = one(objects, "ConfigMap")["data"]
     fields = Settings.model_fields
-    assert [k for k in data if k.removeprefix("FXRAY_").lower() not in fields] == []
+    setting = [k.removeprefix("FXRAY_").split("__")[0].lower() for k in data]  # "__": nested
+    assert [k for k in setting if k not in fields] == []
     examples = {
         (s["metadata"]["name"], key): value
         for s in yaml.safe_load_all((DEPLOY / "examples" / "secrets.yaml").read_text())
         for key, value in s["stringData"].items()
     }
-    for name in list(os.environ):
-        if name.startswith("FXRAY_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(Path(os.sep))  # no ./fxray.toml
-    for name, value in data.items():
-        monkeypatch.setenv(name, value)
+    secrets = {}
     for env, (secret, key, optional) in secret_refs(one(objects, "Deployment")).items():
         assert env.removeprefix("FXRAY_").lower() in fields
         if (secret, key) in examples:
-            monkeypatch.setenv(env, examples[(secret, key)])
+            secrets[env] = examples[(secret, key)]
         else:
             assert optional, f"{env}: Secret {secret} key {key} is not in examples/secrets.yaml"
-    settings = Settings()
+    settings = settings_from({**data, **secrets}, monkeypatch)
     assert settings.event_bus == "kafka" and settings.package_store == "s3"
     assert settings.database_url.startswith("postgresql+psycopg2://")
     assert settings.ray_address == data["FXRAY_RAY_ADDRESS"]
