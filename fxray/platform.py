@@ -203,6 +203,12 @@ class Platform:
         )
         self._started_ray = True
 
+    def ray_connected(self) -> bool:
+        """Whether this process still has its Ray session. A Ray Client session (``ray://``,
+        the platform pod on KubeRay) ends when the head is gone for longer than the client's
+        reconnect grace period, and does not come back: the process must be restarted."""
+        return ray.is_initialized()  # over Ray Client: whether the session is still connected
+
     def _check_cluster_mode(self) -> None:
         """Settle cluster mode (its setting as the actors will see it) and refuse settings that
         keep state on one node when it is on (:mod:`fxray.cluster.mode`)."""

@@ -15,6 +15,7 @@ from fxray.api.metrics import install_metrics
 from fxray.api.routes import (
     assets,
     catalog,
+    deadletters,
     events,
     logs,
     projects,
@@ -64,10 +65,15 @@ def create_app(platform: Platform) -> FastAPI:
     async def _refused(_: Request, exc: PlatformError) -> JSONResponse:
         return error_response(422, str(exc))
 
-    @app.get(f"{API_PREFIX}/health", tags=["platform"])
-    def health() -> dict[str, Any]:
-        """Liveness: no key needed."""
-        return {"status": "ok", "version": __version__, "routers": len(platform.routers)}
+    @app.get(f"{API_PREFIX}/health", tags=["platform"], response_model=None)
+    def health() -> dict[str, Any] | JSONResponse:
+        """Liveness and readiness, no key needed: 503 once the process has lost its Ray
+        session (on KubeRay, a head gone for longer than Ray Client's grace period), which
+        only a restart of the process mends."""
+        answer = {"status": "ok", "version": __version__, "routers": len(platform.routers)}
+        if not platform.ray_connected():
+            return JSONResponse({**answer, "status": "ray session lost"}, status_code=503)
+        return answer
 
     @app.get(f"{API_PREFIX}/info", tags=["platform"])
     def info(caller: Caller) -> dict[str, Any]:
@@ -93,6 +99,7 @@ def create_app(platform: Platform) -> FastAPI:
         schedules,
         catalog,
         assets,
+        deadletters,
         status,
     ):
         app.include_router(module.router, prefix=API_PREFIX)

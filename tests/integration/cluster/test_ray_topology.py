@@ -11,9 +11,11 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from ray.autoscaler._private.kuberay.autoscaling_config import (
     _derive_autoscaling_config_from_ray_cr,
@@ -125,3 +127,64 @@ def test_routers_and_executors_run_on_the_worker_not_the_head(tmp_path: Path) ->
     assert routers == {worker_id}
     assert executors_on == {worker_id}
     assert head_id not in routers | executors_on
+
+
+def test_the_health_endpoint_fails_once_the_ray_client_session_is_lost(tmp_path: Path) -> None:
+    """``fxray up`` over Ray Client answers 200 on /api/v1/health while the head is there and
+    503 once the session is gone for good (the head lost for longer than the client's grace
+    period, 3 s here instead of 30 s), so Kubernetes' probes restart the platform pod."""
+    client_port, api_port = _free_port(), _free_port()
+    ray_cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 1,
+            "ray_client_server_port": client_port,
+            "gcs_server_port": _free_port(),
+            "include_dashboard": False,
+            "object_store_memory": 80 * 1024 * 1024,
+        },
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FXRAY_")}
+    env |= {
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_CLIENT_RECONNECT_GRACE_PERIOD": "3",
+        "FXRAY_HOME": str(tmp_path / "home"),
+        "FXRAY_CLUSTER_MODE": "false",
+        "FXRAY_UI_ENABLED": "false",
+    }
+    command = [sys.executable, "-m", "fxray.cli", "up", "--port", str(api_port)]
+    command += ["--ray-address", f"ray://127.0.0.1:{client_port}"]
+    log_path = tmp_path / "up.log"
+    with open(log_path, "w") as log:
+        up = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{api_port}/api/v1/health"
+
+    def health() -> httpx.Response | None:
+        try:
+            return httpx.get(url, timeout=2)
+        except httpx.TransportError:
+            return None
+
+    def first(check: Any, timeout_s: float, what: str) -> Any:
+        deadline = time.monotonic() + timeout_s
+        while not (found := check()):
+            assert up.poll() is None, f"fxray up ended: {log_path.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"{what}: {log_path.read_text()[-3000:]}"
+            time.sleep(0.5)
+        return found
+
+    try:
+        ok = first(lambda: (r := health()) and r.status_code == 200 and r, 120, "up")
+        assert ok.json()["status"] == "ok"
+        ray_cluster.shutdown()
+        lost = first(lambda: (r := health()) and r.status_code != 200 and r, 90, "no 503")
+    finally:
+        up.terminate()
+        try:
+            up.wait(30)
+        except subprocess.TimeoutExpired:
+            up.kill()
+        ray_cluster.shutdown()
+    assert lost.status_code == 503
+    assert lost.json()["status"] == "ray session lost"
