@@ -5,12 +5,18 @@ Each object is read first: a missing one is created; an existing one is compared
 rendered (only the fields the manifests set, so the server's defaults and status do not count)
 and patched (merge patch) only if something differs. A second apply therefore sends no write
 at all. The worker groups' ``replicas`` belong to the Ray autoscaler and are never set back.
+
+Like ``kubectl apply``, each object carries what was last applied (the annotation
+``fxray.io/last-applied``), so a field the manifests no longer set is removed from the live
+object (a ``null`` in the merge patch) rather than left behind; fields others set (the server,
+the autoscaler, ``kubectl edit``) are left alone.
 """
 
 from __future__ import annotations
 
 import copy
 import datetime as dt
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -23,6 +29,7 @@ from fxray.cluster.kube import KINDS, Kube, describe, kind_of
 
 Action = Literal["created", "configured", "unchanged", "restarted"]
 RESTART_ANNOTATION = "kubectl.kubernetes.io/restartedAt"  # what `kubectl rollout restart` sets
+LAST_APPLIED = "fxray.io/last-applied"
 MAX_SHOWN_DIFFERENCES = 3
 # RayCluster fields a change of which does not recreate the Ray pods (KubeRay's Recreate
 # strategy hashes the spec without them)
@@ -104,6 +111,62 @@ def comparable(obj: dict[str, Any]) -> dict[str, Any]:
     return compared
 
 
+def with_last_applied(obj: dict[str, Any]) -> dict[str, Any]:
+    """``obj`` carrying what it sets, as JSON in its ``LAST_APPLIED`` annotation."""
+    obj = copy.deepcopy(obj)
+    annotations = obj.setdefault("metadata", {}).setdefault("annotations", {})
+    annotations.pop(LAST_APPLIED, None)
+    annotations[LAST_APPLIED] = json.dumps(comparable(obj), sort_keys=True, separators=(",", ":"))
+    return obj
+
+
+def last_applied(live: dict[str, Any]) -> dict[str, Any]:
+    """What the live object says was last applied ({} if nothing, or not readable)."""
+    text = ((live.get("metadata") or {}).get("annotations") or {}).get(LAST_APPLIED)
+    try:
+        found = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    if not isinstance(found, dict):
+        return {}
+    (found.get("metadata") or {}).get("annotations", {}).pop(LAST_APPLIED, None)
+    return found
+
+
+def removals(last: Any, desired: Any) -> dict[str, Any]:
+    """A merge patch's nulls for the keys ``last`` set and ``desired`` no longer does, at any
+    depth of nested objects (lists are replaced whole by a merge patch, so need none)."""
+    if not isinstance(last, dict) or not isinstance(desired, dict):
+        return {}
+    found: dict[str, Any] = {}
+    for key, value in last.items():
+        if key not in desired:
+            found[key] = None
+        elif nested := removals(value, desired[key]):
+            found[key] = nested
+    return found
+
+
+def removed_paths(removed: dict[str, Any], path: str = "") -> list[str]:
+    """The dotted paths of :func:`removals`' nulls."""
+    found = []
+    for key, value in removed.items():
+        sub = f"{path}.{key}" if path else key
+        found.extend([f"{sub} (removed)"] if value is None else removed_paths(value, sub))
+    return found
+
+
+def with_removals(patch: dict[str, Any], removed: dict[str, Any]) -> dict[str, Any]:
+    """``patch`` with :func:`removals`' nulls merged in."""
+    merged = copy.deepcopy(patch)
+    for key, value in removed.items():
+        if value is None or not isinstance(merged.get(key), dict):
+            merged[key] = None if value is None else value
+        else:
+            merged[key] = with_removals(merged[key], value)
+    return merged
+
+
 def keep_autoscaler_fields(desired: dict[str, Any], live: dict[str, Any]) -> dict[str, Any]:
     """``desired`` with each worker group's ``replicas`` (and ``workersToDelete``) as the
     autoscaler left them (within the new min and max), when the RayCluster autoscales."""
@@ -142,9 +205,11 @@ def recreates_ray_pods(changed: list[str]) -> bool:
 
 
 def apply_object(kube: Kube, obj: dict[str, Any]) -> Change:
-    """Create ``obj``, or patch the live one where it differs, or leave it."""
+    """Create ``obj``, or patch the live one where it differs (removing what an earlier apply
+    set and ``obj`` no longer does), or leave it."""
     kind = kind_of(obj)
     name, namespace = obj["metadata"]["name"], obj["metadata"].get("namespace")
+    obj = with_last_applied(obj)
     live = kube.get(kind, name, namespace)
     if live is None:
         if kube.create(kind, obj) is not None:
@@ -153,12 +218,16 @@ def apply_object(kube: Kube, obj: dict[str, Any]) -> Change:
         if live is None:
             raise ClusterError(f"{describe(obj)} exists and does not: try again")
     desired = keep_autoscaler_fields(obj, live) if kind.kind == "RayCluster" else obj
-    changed = differences(comparable(desired), live)
+    removed = removals(last_applied(live), comparable(obj))
+    changed = differences(comparable(desired), live) + removed_paths(removed)
+    record = f"metadata.annotations.{LAST_APPLIED}"
+    if len(changed) > 1 and record in changed:  # it differs because something else does
+        changed.remove(record)
     if not changed:
         return Change(obj, "unchanged")
     with kube.errors("patch", kind, name, namespace):
         kube.body(kind, desired)  # the client's model check first (built-in kinds)
-    kube.patch(kind, name, namespace, desired)
+    kube.patch(kind, name, namespace, with_removals(desired, removed))
     return Change(obj, "configured", changed)
 
 

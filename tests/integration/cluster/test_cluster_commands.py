@@ -91,6 +91,40 @@ def test_a_second_apply_sends_no_write(fake: FakeKube, kubeconfig: Path) -> None
     assert "created" not in output and "configured" not in output
 
 
+def test_what_the_manifests_no_longer_set_is_removed_and_the_rest_left(
+    fake: FakeKube, kubeconfig: Path, tmp_path: Path
+) -> None:
+    """An overlay that added a label to the API's Service and a Ray start parameter is
+    dropped: the next apply removes both, keeps a label someone else set, and a further
+    apply writes nothing."""
+    add_secrets(fake, NS)
+    service = "version: v1, kind: Service, name: fxray-api"
+    extra = overlay(
+        tmp_path,
+        "extra",
+        patches=patches(service, "{op: add, path: /metadata/labels/team, value: data}")
+        + patches(
+            RAYCLUSTER,
+            "{op: add, path: /spec/headGroupSpec/rayStartParams/log-color, value: 'false'}",
+        )[len("patches:\n") :],
+    )
+    applied(fake, kubeconfig, "--no-wait", overlay=str(extra))
+    assert fake.get("services", "fxray-api", NS)["metadata"]["labels"]["team"] == "data"
+    with fake.lock:  # a label set by hand (kubectl label), not by fxray
+        key = next(k for k in fake.objects if k[2] == "services" and k[4] == "fxray-api")
+        fake.objects[key]["metadata"]["labels"]["owner"] = "ops"
+    output = applied(fake, kubeconfig, "--no-wait")
+    assert "service/fxray-api configured (metadata.labels.team (removed))" in output
+    assert "rayStartParams.log-color (removed)" in output
+    labels = fake.get("services", "fxray-api", NS)["metadata"]["labels"]
+    assert "team" not in labels and labels["owner"] == "ops"
+    params = fake.get("rayclusters", "fxray", NS)["spec"]["headGroupSpec"]["rayStartParams"]
+    assert "log-color" not in params and params["num-cpus"] == "0"
+    before = len(fake.requests)
+    applied(fake, kubeconfig, "--no-wait")
+    assert [r for r in fake.requests[before:] if r[0] in WRITES] == []
+
+
 def test_an_object_created_meanwhile_is_compared_not_created_twice(
     fake: FakeKube, kubeconfig: Path
 ) -> None:

@@ -8,11 +8,17 @@ from typing import Any
 import pytest
 
 from fxray.cluster.apply import (
+    LAST_APPLIED,
     comparable,
     differences,
     keep_autoscaler_fields,
+    last_applied,
     recreates_ray_pods,
+    removals,
+    removed_paths,
     secret_references,
+    with_last_applied,
+    with_removals,
 )
 from fxray.cluster.progress import deployment_ready, pod_state, raycluster_ready, role
 
@@ -85,6 +91,34 @@ def raycluster(replicas: int, low: int, high: int, autoscaling: bool = True) -> 
             ],
         }
     }
+
+
+def test_what_an_earlier_apply_set_and_the_manifests_no_longer_do_is_removed() -> None:
+    before = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "api", "labels": {"app": "fxray", "team": "data"}},
+        "spec": {"ports": [{"port": 80}, {"port": 81}], "selector": {"app": "fxray"}, "x": 1},
+    }
+    now = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "api", "labels": {"app": "fxray"}},
+        "spec": {"ports": [{"port": 80}], "selector": {"app": "fxray"}},
+    }
+    live = with_last_applied(before)
+    live["metadata"]["labels"]["by-hand"] = "kept"  # set by someone else: not ours to remove
+    live["spec"]["clusterIP"] = "10.0.0.1"  # the server's
+    gone = removals(last_applied(live), with_last_applied(now))
+    assert gone == {"metadata": {"labels": {"team": None}}, "spec": {"x": None}}
+    assert removed_paths(gone) == ["metadata.labels.team (removed)", "spec.x (removed)"]
+    patch = with_removals(now, gone)
+    assert patch["metadata"]["labels"] == {"app": "fxray", "team": None}
+    assert patch["spec"] == {"ports": [{"port": 80}], "selector": {"app": "fxray"}, "x": None}
+    # the record itself is not part of what it records, and a broken one counts as none
+    recorded = with_last_applied(now)["metadata"]["annotations"][LAST_APPLIED]
+    assert LAST_APPLIED not in recorded
+    assert last_applied({"metadata": {"annotations": {LAST_APPLIED: "{not json"}}}) == {}
 
 
 def test_the_autoscalers_replicas_are_kept_within_the_new_bounds() -> None:
