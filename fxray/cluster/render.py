@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,11 +22,13 @@ Renderer = Literal["auto", "kubectl", "python"]
 OVERLAYS = ("dev", "production")
 MANIFESTS_ENV = "FXRAY_KUBERAY_DIR"
 KUBECTL_TIMEOUT_S = 60
+CHECKOUT_MANIFESTS = Path(__file__).resolve().parents[2] / "deploy" / "kuberay"
+INSTALLED_MANIFESTS = Path(sys.prefix) / "share" / "fxray" / "kuberay"  # pyproject's data-files
 
 
 def manifests_dir() -> Path:
-    """``deploy/kuberay``: from ``FXRAY_KUBERAY_DIR``, the working directory, or the checkout
-    this fxray was installed from."""
+    """``deploy/kuberay``: from ``FXRAY_KUBERAY_DIR``, the working directory, the checkout
+    this fxray was installed from, or the copy a wheel installs (``<prefix>/share/fxray``)."""
     explicit = os.environ.get(MANIFESTS_ENV)
     if explicit:
         path = Path(explicit)
@@ -34,7 +37,8 @@ def manifests_dir() -> Path:
         return path
     for candidate in (
         Path.cwd() / "deploy" / "kuberay",
-        Path(__file__).resolve().parents[2] / "deploy" / "kuberay",
+        CHECKOUT_MANIFESTS,
+        INSTALLED_MANIFESTS,
     ):
         if (candidate / "base").is_dir():
             return candidate

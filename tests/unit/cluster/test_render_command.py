@@ -3,6 +3,8 @@ clear errors for a bad overlay (no cluster needed)."""
 
 from __future__ import annotations
 
+import shutil
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -76,3 +78,43 @@ def test_the_manifests_folder_can_be_named(tmp_path: Path, monkeypatch: pytest.M
     result = invoke("-k", "dev", "--renderer", "python")
     assert result.exit_code == 1
     assert f"FXRAY_KUBERAY_DIR={tmp_path} has no base/ folder" in result.output
+
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def test_a_wheel_installs_every_manifest_where_render_looks() -> None:
+    """pyproject's data-files put each file of deploy/kuberay under share/fxray/kuberay at its
+    own relative path (the folder ``render`` falls back to outside a checkout)."""
+    data_files = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "data-files"
+    ]
+    installed = {
+        f"{target}/{source.name}".removeprefix("share/fxray/kuberay/")
+        for target, patterns in data_files.items()
+        for pattern in patterns
+        for source in ROOT.glob(pattern)
+        if source.is_file()
+    }
+    shipped = {
+        str(path.relative_to(ROOT / "deploy" / "kuberay"))
+        for path in (ROOT / "deploy" / "kuberay").rglob("*")
+        if path.is_file()
+    }
+    assert installed == shipped
+    assert str(render_module.INSTALLED_MANIFESTS).endswith("share/fxray/kuberay")
+
+
+def test_outside_a_checkout_the_installed_manifests_are_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    installed = tmp_path / "share" / "fxray" / "kuberay"
+    shutil.copytree(ROOT / "deploy" / "kuberay", installed)
+    monkeypatch.delenv("FXRAY_KUBERAY_DIR", raising=False)
+    monkeypatch.setattr(render_module, "CHECKOUT_MANIFESTS", tmp_path / "no-checkout")
+    monkeypatch.setattr(render_module, "INSTALLED_MANIFESTS", installed)
+    monkeypatch.chdir(tmp_path)
+    assert render_module.manifests_dir() == installed
+    result = invoke("-k", "dev", "--renderer", "python")
+    assert result.exit_code == 0, result.output
+    assert "kind: RayCluster" in result.output
