@@ -296,6 +296,7 @@ class Routing:
         spec = RunSpec(
             run_id=run_id_for(event["id"], trigger_id),
             service=version.service,
+            service_name=service.name,
             version_id=version.id,
             package_hash=version.content_hash,
             steps=version.steps,

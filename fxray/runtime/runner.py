@@ -232,7 +232,13 @@ def execute(
     ctx = RunContext(
         event=spec.event,
         run=RunInfo(
-            spec.run_id, spec.service, spec.version_id, "", spec.correlation_id, spec.attempt
+            spec.run_id,
+            spec.service,
+            spec.version_id,
+            "",
+            spec.correlation_id,
+            spec.attempt,
+            spec.service_name,
         ),
         config=config,
         secrets=secrets,
@@ -251,9 +257,7 @@ def execute(
         status = RunStatus.SUCCEEDED
         for index, step in enumerate(spec.steps):
             cap.step = step
-            ctx.run = RunInfo(
-                spec.run_id, spec.service, spec.version_id, step, spec.correlation_id, spec.attempt
-            )
+            ctx.run = replace(ctx.run, step=step)
             _step_hook(hooks, index, step, None)
             step_result = _run_step(step, os.path.join(pkg, step), codes, cap)
             result.steps.append(step_result)

@@ -54,6 +54,7 @@ class RunSpec:
     attempt: int = 1
     shadow: bool = False
     created_at: float = 0.0  # when the router created the run (0: unknown)
+    service_name: str = ""  # the name in its project (``service`` is the platform-wide id)
 
 
 @dataclass(slots=True)

@@ -491,6 +491,7 @@ def _wire_spec(spec: RunSpec) -> dict[str, Any]:
     return {
         "run_id": spec.run_id,
         "service": spec.service,
+        "service_name": spec.service_name,
         "version_id": spec.version_id,
         "steps": spec.steps,
         "event": spec.event,

@@ -248,7 +248,7 @@ class Worker:
             log = self.loggers[service] = logging.getLogger(f"fxray.service.{service}")
         run = ctx.RunContext(
             event=spec["event"],
-            run=ctx.RunInfo(*ids, "", correlation, attempt),
+            run=ctx.RunInfo(*ids, "", correlation, attempt, spec.get("service_name", "")),
             config=dict(self.config),
             secrets=dict(self.secrets),
             state=self.state,
@@ -262,7 +262,9 @@ class Worker:
         try:
             for index, step in enumerate(spec["steps"]):
                 self.step = step
-                run.run = ctx.RunInfo(*ids, step, correlation, attempt)
+                run.run = ctx.RunInfo(
+                    *ids, step, correlation, attempt, spec.get("service_name", "")
+                )
                 if self.live:
                     self.send({"op": self.protocol.STEP, "index": index, "name": step})
                 outcome = self.run_step(step)

@@ -15,11 +15,13 @@ from tests.integration.conftest import write_service
 V1 = "/api/v1"
 
 # Each project's service logs its own word, its live config and its own state's counter: a
-# mix-up of code, KV config or KV state between the two shows in the logs.
+# mix-up of code, KV config or KV state between the two shows in the logs. Its result says
+# what the script sees of itself.
 SCRIPT = """
 from fxray import context
 count = context.state.update("runs", lambda n: (n or 0) + 1)
 context.log.info("%s run %d config %s", WORD, count, context.config.get("colour"))
+context.result = {"package": context.package.name, "service": context.run.service}
 """
 
 
@@ -96,6 +98,8 @@ def test_two_projects_each_have_their_own_service_of_one_name(
         (run,) = api.platform.wait_for_runs(correlation_id=event["id"])
         assert run.status == "succeeded", run.error
         assert run.service == ids[keys.name]
+        # the script sees its service's name, as its users know it, and the platform's id
+        assert run.result == {"package": name, "service": ids[keys.name]}
         runs[keys.name].append(run.id)
     for keys in (a, b):
         runs[keys.name].append(manual_run(api, name, keys))

@@ -50,6 +50,7 @@ def make_spec(steps: list[str], data: Any = None, **attributes: Any) -> RunSpec:
         steps=steps,
         event=event,
         correlation_id=event["id"],
+        service_name="orders",  # the name in its project; SERVICE is the platform-wide id
     )
 
 
@@ -299,6 +300,10 @@ SCRIPTS: dict[str, dict[str, str]] = {
     "helper-module": {
         "a.py": "import helper\nfrom fxray import context\ncontext.result = helper.VALUE\n",
         "helper.py": "VALUE = 42\n",
+    },
+    "identity": {
+        "a.py": "from fxray import context\n"
+        "context.result = [context.package.name, context.run.service, context.run.service_name]\n"
     },
 }
 

@@ -11,6 +11,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -212,6 +213,19 @@ def test_params_of_non_dict_data(tmp_path: Path, data: Any, params: dict[str, An
         data=data,
     )
     assert result.result == params
+
+
+def test_a_script_sees_its_services_name_apart_from_its_id(tmp_path: Path) -> None:
+    """Outside the default project a service's id is ``<project>.<name>``: the script's
+    ``context.package.name`` is the name its users gave it."""
+    script = (
+        "from fxray import context\n"
+        "context.result = [context.package.name, context.run.service, context.run.service_name]\n"
+    )
+    spec = replace(make_spec(["a.py"]), service="shop.orders", service_name="orders")
+    result = run(tmp_path, {"a.py": script}, spec=spec)
+    assert result.status is RunStatus.SUCCEEDED, result.error
+    assert result.result == ["orders", "shop.orders", "orders"]
 
 
 def test_params_are_read_only(tmp_path: Path) -> None:

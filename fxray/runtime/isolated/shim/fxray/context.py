@@ -67,6 +67,7 @@ class RunInfo:
     step: str
     correlation_id: str
     attempt: int = 1
+    service_name: str = ""  # the service's name in its project; ``service`` is its id
 
     @property
     def run_id(self) -> str:
@@ -165,7 +166,7 @@ class RunContext:
 
     @property
     def package(self) -> PackageInfo:
-        return PackageInfo(name=self.run.service, id=self.run.version)
+        return PackageInfo(name=self.run.service_name or self.run.service, id=self.run.version)
 
 
 _current = threading.local()
