@@ -32,17 +32,21 @@ async def publish_ticks(
     ticks claimed but not yet taken by the bus are kept and sent again on the next turn (the
     newest one per schedule: like ticks missed while down, older ones are not back-filled).
     One schedule's trouble is its own: a cron that cannot be read, or params that make no
-    event within the event limits, are counted (``schedule_errors``) and reported once per
-    schedule and cron, and every other schedule goes on ticking. Ends when ``running()``
-    turns False.
+    event within the event limits, are counted (``schedule_errors``: each failed tick, each
+    unreadable cron once) and reported once per schedule and cron, and every other schedule
+    goes on ticking. Ends when ``running()`` turns False.
     """
     limits = ev.EventLimits.from_settings(settings)
     unsent: dict[str, OutgoingRecord] = {}  # schedule id -> its newest tick, not yet sent
     reported: set[tuple[str, str]] = set()  # (schedule id, cron) whose trouble was reported
 
-    def trouble(schedule: ScheduleRecord, what: str) -> None:
-        counters["schedule_errors"] += 1
-        if (schedule.id, schedule.cron) not in reported and len(reported) < 10_000:
+    def trouble(schedule: ScheduleRecord, what: str, *, per_tick: bool) -> None:
+        """Count it (a tick that failed each time; a cron that cannot be read, which shows
+        on every turn, once) and report it once per schedule and cron."""
+        first = (schedule.id, schedule.cron) not in reported
+        if per_tick or first:
+            counters["schedule_errors"] += 1
+        if first and len(reported) < 10_000:
             reported.add((schedule.id, schedule.cron))
             note_error(f"schedule {schedule.id} of {schedule.service}: {what}")
 
@@ -51,7 +55,8 @@ async def publish_ticks(
             broken: list[tuple[ScheduleRecord, str]] = []
             claimed = await asyncio.to_thread(store.claim_due_ticks, time.time(), broken)
             for schedule, why in broken:
-                trouble(schedule, f"its cron {schedule.cron[:64]!r} cannot be read ({why})")
+                why = f"its cron {schedule.cron[:64]!r} cannot be read ({why})"
+                trouble(schedule, why, per_tick=False)
             services = snapshot().services
             for schedule, fire_at in claimed:
                 service = services.get(schedule.service)
@@ -61,7 +66,9 @@ async def publish_ticks(
                 try:
                     record = _tick_record(settings, limits, schedule, fire_at)
                 except Exception as exc:  # params that make no event (within the limits)
-                    trouble(schedule, f"its tick is not a valid event, not sent: {exc}")
+                    trouble(
+                        schedule, f"its tick is not a valid event, not sent: {exc}", per_tick=True
+                    )
                     continue
                 if unsent.pop(schedule.id, None) is not None:
                     counters["schedule_ticks_superseded"] += 1

@@ -119,7 +119,10 @@ def test_one_broken_schedule_stops_no_other(
     counters, errors = _run(store, bus, tmp_path, lambda c, b: _fired(b, good) >= 2)
     assert _fired(bus, good) >= 2  # ticked on, once a second
     assert _fired(bus, bad) == 0
-    assert counters["schedule_errors"] >= 1
+    if trouble == "cron":  # read again on every turn (~100 here), counted once
+        assert counters["schedule_errors"] == 1
+    else:  # each tick that could not be sent
+        assert counters["schedule_errors"] >= 1
     reports = [e for e in errors if bad in e]
     assert len(reports) == 1  # once, not every half second
     assert ("cannot be read" if trouble == "cron" else "not a valid event") in reports[0]
