@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -53,6 +54,16 @@ def ray_session() -> Iterator[None]:
         ray.shutdown()
     if own_tmp:
         shutil.rmtree(own_tmp, ignore_errors=True)
+
+
+def stop_process(process: subprocess.Popen[Any], wait_s: float = 60.0) -> None:
+    """End a process a test started: SIGTERM (a clean shutdown), SIGKILL after ``wait_s``."""
+    process.terminate()
+    try:
+        process.wait(wait_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def write_service(root: Path, name: str, scripts: dict[str, str], **manifest: Any) -> Path:

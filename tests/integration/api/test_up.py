@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.integration.conftest import stop_process
+
 pytestmark = pytest.mark.slow
 
 
@@ -55,11 +57,7 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path, subprocess.Popen[str]]]:
         proc.kill()
         pytest.fail(f"fxray up did not serve the API:\n{log.read_text()}")
     yield url, log, proc
-    proc.terminate()
-    try:
-        proc.wait(60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop_process(proc)
 
 
 def test_up_prints_an_admin_key_once_and_serves_the_api(

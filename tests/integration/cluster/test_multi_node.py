@@ -40,7 +40,7 @@ from fxray.platform import PlatformError
 from fxray.store.records import DEFAULT_PROJECT
 from tests.integration.cluster.ray_clusters import add_worker, free_port, multi_node_cluster
 from tests.integration.cluster.servers import shared_backends
-from tests.integration.conftest import write_service
+from tests.integration.conftest import stop_process, write_service
 
 pytestmark = pytest.mark.slow
 
@@ -205,11 +205,7 @@ def test_fxray_up_joins_the_cluster_and_places_routers_sinks_and_executors_by_re
         cli_json = CliRunner().invoke(app, ["status", "--url", url, "--key", key, "--json"])
         placed = placements()
     finally:
-        up.terminate()
-        try:
-            up.wait(60)
-        except subprocess.TimeoutExpired:
-            up.kill()
+        stop_process(up)
         log.close()
     a_id = nodes.a.node_id
     assert status["cluster_mode"] is True
@@ -246,25 +242,31 @@ def test_node_local_backends_are_refused_on_the_cluster_before_anything_starts(
     assert not [name for _, name, _ in placements() if ".refused." in name]
 
 
-def test_a_heavy_service_runs_only_where_its_resource_is_with_its_env_from_the_store(
-    platform: Platform, nodes: Nodes, tmp_path: Path
-) -> None:
-    """The manifest's custom resource places the executor on node b, which cannot reach the
-    package index: the router's node built the dependency environment once, stored it in S3
-    by its requirements hash, and b fetched it (no pip there)."""
+@pytest.fixture(scope="module")
+def heavy(platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A service that asks for ``fxray-heavy`` (only node b offers it), with a requirement."""
     code = (
         "import ray, tabulate\nfrom fxray import context\n"
         "context.result = {'node': ray.get_runtime_context().get_node_id(),"
         " 'tabulate': tabulate.__version__}\n"
     )
     folder = service(
-        tmp_path,
+        tmp_path_factory.mktemp("heavy"),
         "heavy",
         code,
         resources={"cpus": 0.25, "custom": {"fxray-heavy": 1}},
         requirements="tabulate==0.9.0\n",
     )
-    deployed = platform.deploy(folder)
+    return platform.deploy(folder)
+
+
+def test_a_heavy_service_runs_only_where_its_resource_is_with_its_env_from_the_store(
+    platform: Platform, nodes: Nodes, heavy: Any
+) -> None:
+    """The manifest's custom resource places the executor on node b, which cannot reach the
+    package index: the router's node built the dependency environment once, stored it in S3
+    by its requirements hash, and b fetched it (no pip there)."""
+    deployed = heavy
     event = platform.run("heavy")
     (run,) = platform.wait_for_runs(event_id=event["id"], timeout=240)
     assert run.status == "succeeded", run.error
@@ -419,7 +421,7 @@ def _emitted(settings: Settings, event_type: str) -> Counter[Any]:
 
 @pytest.mark.timeout(600)
 def test_losing_nodes_in_the_middle_of_5000_events_loses_none(
-    platform: Platform, nodes: Nodes, tmp_path: Path
+    platform: Platform, nodes: Nodes, heavy: Any, tmp_path: Path
 ) -> None:
     """5,000 events stream through one router while node b (executors) is killed hard, node c
     joins, and node a (the router and executors) is killed hard: Ray restarts the router on c,
@@ -440,7 +442,7 @@ def test_losing_nodes_in_the_middle_of_5000_events_loses_none(
         tmp_path, "stream", code, resources={"cpus": 0.1}, trigger_events=["cluster.stream"]
     )
     service_id = platform.deploy(folder).service.id
-    heavy_id = platform.find_service("heavy").id
+    heavy_id = heavy.service.id
     events = [ev.new_event("cluster.stream", {"n": n}, source="test") for n in range(STREAM_EVENTS)]
     started = time.monotonic()
     timeline: list[tuple[float, str]] = []
@@ -457,7 +459,7 @@ def test_losing_nodes_in_the_middle_of_5000_events_loses_none(
     wait_until(lambda: _succeeded(platform, service_id) >= 1000, 240, "1000 runs")
     note(f"kill node b at {_succeeded(platform, service_id)} runs")
     nodes.cluster.remove_node(nodes.b, allow_graceful=False)
-    heavy = platform.run("heavy")  # its only node is gone: a clear failure, not a wait
+    heavy_event = platform.run("heavy")  # its only node is gone: a clear failure, not a wait
     nodes.c = add_worker(nodes.cluster, 1, {**PLATFORM, **EXECUTORS},
                          FXRAY_NODE_HOME=str(nodes.homes / "c"))  # fmt: skip
     note("node c added")
@@ -483,7 +485,7 @@ def test_losing_nodes_in_the_middle_of_5000_events_loses_none(
         every_s=0.5,
     )
     note("all 5000 runs succeeded")
-    (heavy_run,) = platform.wait_for_runs(event_id=heavy["id"], timeout=120)
+    (heavy_run,) = platform.wait_for_runs(event_id=heavy_event["id"], timeout=120)
 
     runs = platform.runs(service=service_id, limit=None)
     emitted = _emitted(settings, "cluster.stream.done")

@@ -23,6 +23,7 @@ from ray.autoscaler._private.kuberay.autoscaling_config import (
 from ray.cluster_utils import Cluster
 
 from fxray.cluster.render import render
+from tests.integration.conftest import stop_process
 
 pytestmark = pytest.mark.slow
 
@@ -180,11 +181,7 @@ def test_the_health_endpoint_fails_once_the_ray_client_session_is_lost(tmp_path:
         ray_cluster.shutdown()
         lost = first(lambda: (r := health()) and r.status_code != 200 and r, 90, "no 503")
     finally:
-        up.terminate()
-        try:
-            up.wait(30)
-        except subprocess.TimeoutExpired:
-            up.kill()
+        stop_process(up, 30)
         ray_cluster.shutdown()
     assert lost.status_code == 503
     assert lost.json()["status"] == "ray session lost"
