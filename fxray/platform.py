@@ -609,6 +609,29 @@ class Platform:
             self._bus(), self.settings.deadletter_topic, self.settings.events_topic, parsed
         )
 
+    def dead_letter_marks(self) -> dict[str, dict[str, Any]]:
+        """``{position: mark}`` of the dead letters requeued or discarded so far."""
+        if self.kv is None:
+            raise PlatformError("the platform is not started: call start() first")
+        return deadletters.read_marks(self.kv, self.settings.deadletter_topic)
+
+    def handle_dead_letters(
+        self, positions: list[str], action: str, by: str
+    ) -> list[deadletters.Outcome]:
+        """Requeue or discard dead letters (``"partition:offset"``) and mark them as such;
+        ``by`` names who did (an API key id). Letters already marked are refused."""
+        if self.kv is None:
+            raise PlatformError("the platform is not started: call start() first")
+        return deadletters.handle(
+            self._bus(),
+            self.kv,
+            self.settings.deadletter_topic,
+            self.settings.events_topic,
+            positions,
+            action,
+            by,
+        )
+
     def _lag(self) -> int | None:
         """Events not yet committed by the routers; None while the bus cannot tell."""
         try:

@@ -4,6 +4,9 @@ Two kinds of record land on the dead-letter topic, both with ``fxray_dlq_*`` hea
 and where from: records that are not valid CloudEvents (original bytes and headers kept), and the
 events of runs that failed for good (the event as structured JSON, plus the run id).
 
+Requeueing and discarding leave a mark per letter in the key/value store (see "marks" below),
+which the web UI, the API and the CLI all read.
+
 Re-publishing sends a record back to the events topic. A failed run's event goes back with a
 new id (and ``fxreplayof`` naming the original, its correlation id kept), because a run is named
 by its event id and trigger, and the original run is already recorded as failed. Other records
@@ -20,6 +23,7 @@ from typing import Any
 
 from fxray.bus import EventBus, OutgoingRecord, Record, TopicPartition
 from fxray.events import cloudevent as ev
+from fxray.kv import KVStore
 from fxray.runtime.runs import RunResult, RunSpec
 
 DLQ_PREFIX = "fxray_dlq_"
@@ -155,3 +159,96 @@ def republish(
     if records:
         bus.produce(events_topic, records)
     return outcome
+
+
+# -- marks: which letters were requeued or discarded ----------------------------------------
+#
+# The topic is a log that cannot be edited, so handling a letter leaves a mark in the platform's
+# key/value store, one key per letter: ``fxray/ui/deadletters/<topic>/<partition>-<offset>``
+# holding ``{"action": "requeued" | "discarded", "by": <API key id or "cli">, "at": <time>}``.
+# (The ``ui`` segment is where the web UI kept them first; the layout is unchanged, so earlier
+# marks still count.) The UI, the API and the CLI read and write them through these functions.
+
+MARKS_PREFIX = "fxray/ui/deadletters/"
+ACTIONS = {"requeue": "requeued", "discard": "discarded"}
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What came of requeueing or discarding one letter."""
+
+    position: str
+    ok: bool
+    text: str
+
+
+def mark_key(topic: str, position: str) -> str:
+    partition, offset = parse_position(position)
+    return f"{MARKS_PREFIX}{topic}/{partition}-{offset}"
+
+
+def read_marks(kv: KVStore, topic: str) -> dict[str, dict[str, Any]]:
+    """``{position: mark}`` of the handled letters of ``topic``."""
+    prefix = f"{MARKS_PREFIX}{topic}/"
+    found = {}
+    for entry in kv.list(prefix):
+        partition, _, offset = entry.key[len(prefix) :].partition("-")
+        try:
+            mark = json.loads(entry.value)
+        except ValueError:
+            continue
+        if isinstance(mark, dict):
+            found[f"{partition}:{offset}"] = mark
+    return found
+
+
+def handle(
+    bus: EventBus,
+    kv: KVStore,
+    deadletter_topic: str,
+    events_topic: str,
+    positions: list[str],
+    action: str,
+    by: str,
+) -> list[Outcome]:
+    """Requeue (send back to ``events_topic``) or discard the letters at ``positions`` and mark
+    them; a letter already marked, or not on the topic, is refused on its own. A mark is
+    written only if none is there (compare-and-set), so two callers cannot both requeue."""
+    if action not in ACTIONS:
+        raise ValueError(f"action must be requeue or discard, not {action!r}")
+    outcomes = []
+    for position in positions:
+        parsed = parse_position(position)
+        key = mark_key(deadletter_topic, position)
+        entry = kv.get(key)
+        if entry is not None:
+            outcomes.append(Outcome(position, False, f"already {_action(entry.value)}"))
+            continue
+        found = bus.read(deadletter_topic, parsed[0], parsed[1], 1)
+        if not found or found[0].offset != parsed[1]:
+            outcomes.append(Outcome(position, False, f"no dead letter at {position}"))
+            continue
+        mark = {"action": ACTIONS[action], "by": by, "at": time.time()}
+        if not kv.put(key, json.dumps(mark).encode(), cas=0):
+            outcomes.append(Outcome(position, False, "already handled"))
+            continue
+        try:
+            text = (
+                republish(bus, deadletter_topic, events_topic, [parsed])[0]
+                if action == "requeue"
+                else "discarded"
+            )
+        except Exception:
+            kv.delete(key)  # not requeued after all: leave it open
+            raise
+        outcomes.append(Outcome(position, True, text))
+    return outcomes
+
+
+def _action(value: bytes) -> str:
+    """What a stored mark says was done ("handled" if it cannot tell)."""
+    try:
+        mark = json.loads(value)
+    except ValueError:
+        return "handled"
+    return str(mark.get("action", "handled")) if isinstance(mark, dict) else "handled"

@@ -2,17 +2,16 @@
 their payload; bulk requeue (back to the events topic, as ``fxray deadletters replay`` does)
 and discard.
 
-The topic is a log that cannot be edited, so "requeued" and "discarded" are marks the UI keeps
-in the platform's key/value store (``fxray/ui/deadletters/<topic>/<partition>-<offset>``):
-handled letters leave the list (a filter shows them again) and cannot be requeued twice by
-mistake. A letter of a failed run belongs to its service's project; a record that was never a
+The topic is a log that cannot be edited, so "requeued" and "discarded" are marks the platform
+keeps in its key/value store (:mod:`fxray.events.deadletters`; the API and the CLI show the same
+marks): handled letters leave the list (a filter shows them again) and cannot be requeued twice
+by mistake. A letter of a failed run belongs to its service's project; a record that was never a
 valid event belongs to no project, so only platform-wide admins see those.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -22,7 +21,6 @@ from fastapi.responses import RedirectResponse, Response
 from fxray.api.errors import invalid
 from fxray.api.schemas.common import NAME_PATTERN
 from fxray.events import deadletters as dl
-from fxray.kv import ROOT, KVStore, put_json
 from fxray.store import queries as q
 from fxray.ui.deps import PlatformDep, StoreDep, UIUser, User, page_context, scope, ui_state
 from fxray.ui.nav import NavEntry
@@ -32,10 +30,8 @@ from fxray.ui.templating import render
 router = ui_router()
 NAV = NavEntry("Dead letters", "/deadletters", 100)
 
-MARKS_PREFIX = f"{ROOT}/ui/deadletters/"
 PER_PARTITION = (50, 200, 1000)
 PAYLOAD_SHOWN = 4096  # bytes of a payload the list shows
-DONE = {"requeue": "requeued", "discard": "discarded"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,24 +51,6 @@ class Letter:
     mark: dict[str, Any] | None
 
 
-def _mark_key(topic: str, position: str) -> str:
-    partition, offset = position.split(":")
-    return f"{MARKS_PREFIX}{topic}/{partition}-{offset}"
-
-
-def _marks(kv: KVStore, topic: str) -> dict[str, dict[str, Any]]:
-    """``{position: mark}`` of the handled letters of ``topic``."""
-    prefix = f"{MARKS_PREFIX}{topic}/"
-    found = {}
-    for entry in kv.list(prefix):
-        partition, _, offset = entry.key[len(prefix) :].partition("-")
-        try:
-            found[f"{partition}:{offset}"] = json.loads(entry.value)
-        except ValueError:
-            continue
-    return found
-
-
 def _payload(value: bytes) -> str:
     """The payload as text (pretty JSON when it is JSON), cut to :data:`PAYLOAD_SHOWN`."""
     text = value[:PAYLOAD_SHOWN].decode("utf-8", errors="replace")
@@ -87,7 +65,7 @@ def _payload(value: bytes) -> str:
 def _letters(platform: Any, store: Any, limit: int) -> list[Letter]:
     raw = platform.dead_letters(limit)
     services = q.service_keys(store, {d.header(dl.DLQ_PREFIX + "service") or "" for d in raw})
-    marks = _marks(platform.kv, platform.settings.deadletter_topic)
+    marks = platform.dead_letter_marks()
     letters = []
     for letter in raw:
         service_id = letter.header(dl.DLQ_PREFIX + "service")
@@ -177,7 +155,6 @@ def handle_letters(
     bad = [p for p in chosen if not _is_position(p)]
     if bad:
         raise invalid("not dead-letter positions", [f"{p!r}" for p in bad[:5]])
-    topic = platform.settings.deadletter_topic
     known = {letter.position: letter for letter in _letters(platform, store, max(PER_PARTITION))}
     outcomes = []
     for one in chosen:
@@ -188,18 +165,12 @@ def handle_letters(
         if not _may_act(user, letter):
             outcomes.append({"position": one, "ok": False, "text": "this needs the developer role"})
             continue
-        if letter.mark is not None:
-            text = f"already {letter.mark.get('action', 'handled')}"
-            outcomes.append({"position": one, "ok": False, "text": text})
-            continue
         try:
-            text = platform.republish([one])[0] if action == "requeue" else "discarded"
+            (done,) = platform.handle_dead_letters([one], action, user.principal.key_id)
         except LookupError as exc:
             outcomes.append({"position": one, "ok": False, "text": str(exc)})
             continue
-        mark = {"action": DONE[action], "by": user.principal.key_id, "at": time.time()}
-        put_json(platform.kv, _mark_key(topic, one), mark)
-        outcomes.append({"position": one, "ok": True, "text": text})
+        outcomes.append({"position": one, "ok": done.ok, "text": done.text})
     if request.headers.get("hx-request") != "true":
         return RedirectResponse("/deadletters", status_code=303)
     response = render(
