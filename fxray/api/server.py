@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Callable
 
@@ -31,6 +32,14 @@ def bootstrap_admin_key(store: StateStore, configured: str | None) -> str | None
         return None
     _, token = store.create_api_key(BOOTSTRAP_KEY_NAME, "admin", None)
     return token
+
+
+def freeze_startup_objects() -> None:
+    """Move what start-up made (modules, the platform, the app) out of the garbage collector's
+    view: a full collection then scans only what requests made since, instead of taking a
+    couple of hundred milliseconds out of whichever request triggers it (bench/ui.py)."""
+    gc.collect()
+    gc.freeze()
 
 
 def serve(settings: Settings, announce: Callable[[str], None] = print, demo: bool = False) -> None:
@@ -67,8 +76,10 @@ def serve(settings: Settings, announce: Callable[[str], None] = print, demo: boo
         announce(f"fxray API on {url}/api/v1  (OpenAPI: {url}/openapi.json, docs: {url}/docs)")
         if settings.ui_enabled and not demo:
             announce(f"fxray web UI on {url}/  (sign in with an API key)")
+        app = create_app(platform)
+        freeze_startup_objects()
         uvicorn.run(
-            create_app(platform),
+            app,
             host=settings.api_host,
             port=settings.api_port,
             log_level="warning",

@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -91,6 +92,7 @@ class RunRow(Base):
         Index("ix_runs_correlation", "correlation_id"),
         Index("ix_runs_status", "status"),
         Index("ix_runs_event", "event_id"),
+        Index("ix_runs_created_id", "created_at", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -121,6 +123,13 @@ class EventRow(Base):
     __table_args__ = (
         Index("ix_events_correlation", "correlation_id"),
         Index("ix_events_type", "type"),
+        Index("ix_events_received_id", "received_at", "id"),
+        Index(  # the events runs emitted, by time (the flow map)
+            "ix_events_emitted_received",
+            "received_at",
+            postgresql_where=text("run_id IS NOT NULL"),
+            sqlite_where=text("run_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(255), primary_key=True)

@@ -48,7 +48,7 @@ class UIState:
         """The nav entries ``user`` sees (none before sign-in)."""
         if user is None:
             return []
-        return [e for e in self.nav if not e.platform_admin or user.platform_admin]
+        return [e for e in self.nav if e.visible_to(user.principal)]
 
 
 def view_modules() -> list[ModuleType]:

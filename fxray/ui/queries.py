@@ -14,12 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Integer, and_, case, cast, func, or_, select
-from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
 
 from fxray.store import ServiceRecord, StateStore, TriggerRecord
 from fxray.store import queries as q
-from fxray.store.models import EventRow, RunRow, VersionRow
+from fxray.store.models import EventRow, RunRow, ServiceRow, VersionRow
 from fxray.store.records import RunRecord
 
 FAILED = ("failed", "timed_out")
@@ -150,16 +149,20 @@ def service_summaries(store: StateStore, services: Sequence[ServiceRecord]) -> l
             one = summaries[service_id]
             one.versions += 1
             one.latest_version, one.latest_label = version_id, label
+        # each service's newest run from the (service, created_at) index: a few entries read
+        # per service, where grouping all its runs would read them all
         newest = (
-            select(RunRow.service, func.max(RunRow.created_at).label("at"))
-            .where(RunRow.service.in_(ids))
-            .group_by(RunRow.service)
-            .subquery()
+            select(RunRow.id)
+            .where(RunRow.service == ServiceRow.id)
+            .order_by(RunRow.created_at.desc(), RunRow.id.desc())
+            .limit(1)
+            .correlate(ServiceRow)
+            .scalar_subquery()
         )
         last_runs = s.execute(
-            select(RunRow.service, RunRow.created_at, RunRow.status).join(
-                newest, and_(RunRow.service == newest.c.service, RunRow.created_at == newest.c.at)
-            )
+            select(ServiceRow.id, RunRow.created_at, RunRow.status)
+            .join(RunRow, RunRow.id == newest)
+            .where(ServiceRow.id.in_(ids))
         )
         for service_id, created_at, status in last_runs:
             summaries[service_id].last_run_at = created_at
@@ -344,40 +347,63 @@ class FlowEdge:
     backlog: int
 
 
+ROUTED_SLACK_S = 600.0  # how far a routed event's recording may lie from its runs' creation
+
+
 def flow_edges(
     store: StateStore, service_ids: Iterable[str], since: float, until: float
 ) -> list[FlowEdge]:
     """The flow between services in ``[since, until)``, from the runs of ``service_ids`` (shadow
-    runs left out), in one statement: per (producing service, event type, consuming service),
-    runs, failed or timed-out runs, and runs still queued or running."""
+    runs left out): per (producing service, event type, consuming service), runs, failed or
+    timed-out runs, and runs still queued or running.
+
+    One pass over the window's runs, each joined to its event only if a run emitted it and it
+    was recorded around the window (a router records an event when it routes it, in the batch
+    that writes the runs it starts, so within :data:`ROUTED_SLACK_S` of their creation; the
+    partial index ``ix_events_emitted_received`` finds those), grouped by the emitting run;
+    then the emitting runs' services by primary key. The rest came from outside the platform
+    (or from a service out of sight)."""
     ids = sorted(set(service_ids))
     if not ids:
         return []
-    producer = aliased(RunRow)
     failed = func.sum(case((RunRow.status.in_(FAILED), 1), else_=0))
     active = func.sum(case((RunRow.status.in_(q.ACTIVE_STATUSES), 1), else_=0))
+    emitted = and_(
+        EventRow.id == RunRow.event_id,
+        EventRow.run_id.is_not(None),
+        EventRow.received_at >= since - ROUTED_SLACK_S,
+        EventRow.received_at < until + ROUTED_SLACK_S,
+    )
     query = (
-        select(producer.service, RunRow.event_type, RunRow.service, func.count(), failed, active)
+        select(EventRow.run_id, RunRow.event_type, RunRow.service, func.count(), failed, active)
         .select_from(RunRow)
-        .outerjoin(EventRow, EventRow.id == RunRow.event_id)
-        .outerjoin(producer, producer.id == EventRow.run_id)
+        .outerjoin(EventRow, emitted)
         .where(
             RunRow.service.in_(ids),
             RunRow.created_at >= since,
             RunRow.created_at < until,
             RunRow.shadow.is_(False),
         )
-        .group_by(producer.service, RunRow.event_type, RunRow.service)
+        .group_by(EventRow.run_id, RunRow.event_type, RunRow.service)
     )
+    with store.session() as s:
+        rows = list(s.execute(query))
+        # the emitting runs' services, by primary key
+        producers: dict[str, str] = {}
+        run_ids = sorted({row[0] for row in rows if row[0] is not None})
+        for start in range(0, len(run_ids), 500):
+            chunk = run_ids[start : start + 500]
+            found = select(RunRow.id, RunRow.service).where(RunRow.id.in_(chunk))
+            producers.update({run_id: service for run_id, service in s.execute(found)})
     visible = set(ids)
     merged: dict[tuple[str | None, str, str], list[int]] = {}
-    with store.session() as s:
-        for source, event_type, consumer, runs, errors, backlog in s.execute(query):
-            key = (source if source in visible else None, event_type, consumer)
-            total = merged.setdefault(key, [0, 0, 0])
-            total[0] += int(runs)
-            total[1] += int(errors or 0)
-            total[2] += int(backlog or 0)
+    for run_id, event_type, consumer, runs, errors, backlog in rows:
+        source = producers.get(run_id) if run_id is not None else None
+        key = (source if source in visible else None, event_type, consumer)
+        total = merged.setdefault(key, [0, 0, 0])
+        total[0] += int(runs)
+        total[1] += int(errors or 0)
+        total[2] += int(backlog or 0)
     return [
         FlowEdge(source, event_type, consumer, *numbers)
         for (source, event_type, consumer), numbers in sorted(

@@ -46,10 +46,6 @@ def _matches(pattern: str, event_type: str) -> bool:
     return pattern == event_type
 
 
-def _linked(triggers: list[TriggerRecord], event_type: str) -> list[str]:
-    return sorted({t.service for t in triggers if t.active and _matches(t.pattern, event_type)})
-
-
 class _View:
     """What one caller may see of the catalog: the services of its project (all for a
     platform-wide key without ``project``), shown by name."""
@@ -59,11 +55,27 @@ class _View:
         self.scoped = scope is not None
         # service id -> name (emitters and triggers name services by id)
         self.names = {s.id: s.name for s in store.list_services(project=scope)}
-        self.triggers = store.list_triggers()
+        # the active triggers by exact type, and the globs: a type is looked up, not matched
+        # against every trigger (the list page asks for each of up to thousands of types)
+        self.exact: dict[str, set[str]] = {}
+        self.globs: list[TriggerRecord] = []
+        for trigger in store.list_triggers():
+            if not trigger.active:
+                continue
+            if is_glob(trigger.pattern):
+                self.globs.append(trigger)
+            else:
+                self.exact.setdefault(trigger.pattern, set()).add(trigger.service)
+
+    def linked(self, event_type: str) -> list[str]:
+        """The services an active trigger links ``event_type`` to (exact, or a glob)."""
+        found = set(self.exact.get(event_type, ()))
+        found.update(t.service for t in self.globs if _matches(t.pattern, event_type))
+        return sorted(found)
 
     def out(self, record: EventTypeRecord) -> EventTypeOut | None:
         """The record as this caller sees it, or None if it is none of its business."""
-        emitters, linked = list(record.emitters), _linked(self.triggers, record.type)
+        emitters, linked = list(record.emitters), self.linked(record.type)
         if self.scoped:
             emitters = [s for s in emitters if s in self.names]
             linked = [s for s in linked if s in self.names]

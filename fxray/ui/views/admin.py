@@ -25,7 +25,7 @@ from fxray.ui.routing import ui_router
 from fxray.ui.templating import page, query
 
 router = ui_router()
-NAV = NavEntry("Admin", "/admin", 130, platform_admin=True)
+NAV = NavEntry("Admin", "/admin", 130, role="admin")
 
 ROLES = (
     ("viewer", "sees the project's services, runs, logs, events, schedules and assets"),

@@ -27,7 +27,7 @@ router = ui_router()
 NAV = NavEntry("Event catalog", "/catalog", 70)
 
 PROJECT_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
-ALL = PageParams(limit=MAX_LIMIT, offset=0)
+PER_PAGE = 200  # event types a page lists (a prefix narrows them; pages go on)
 HISTORY = PageParams(limit=MAX_LIMIT, offset=0)
 
 
@@ -80,10 +80,12 @@ def catalog_page(
     store: StoreDep,
     prefix: Annotated[str | None, Query(pattern=api.TYPE_PATTERN)] = None,
     project: Annotated[str | None, Query(pattern=PROJECT_PATTERN)] = None,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> Response:
-    """The event types seen, by name, with their producers and consumers."""
+    """The event types seen, by name, with their producers and consumers, a page at a time."""
     project = project or None
-    types = api.list_event_types(user.principal, store, ALL, prefix or None, project)
+    paging = PageParams(limit=PER_PAGE, offset=offset)
+    types = api.list_event_types(user.principal, store, paging, prefix or None, project)
     projects = [p.name for p in store.list_projects()] if user.platform_admin else []
     return render(
         ui_state(request).templates,
@@ -93,6 +95,8 @@ def catalog_page(
             **page_context(user),
             "types": types.items,
             "total": types.total,
+            "offset": offset,
+            "per_page": PER_PAGE,
             "prefix": prefix or "",
             "project": project,
             "projects": projects,

@@ -87,25 +87,25 @@ def events_after(
 ) -> list[StreamedEvent]:
     """Recorded events after ``after`` (``(received_at, id)``; up to ``until`` if given) in
     the order received, or the newest ``limit`` when ``after`` is None; with ``project``, only
-    events its services' runs were triggered by or emitted. One statement."""
+    events its services' runs were triggered by or emitted. Two statements (the project's
+    services, then the events)."""
     query = select(EventRow)
     if until is not None:
         query = query.where(tuple_(EventRow.received_at, EventRow.id) <= until)
     if prefix:
         query = query.where(EventRow.type.startswith(prefix, autoescape=True))
-    if project is not None:
-        runs = (
-            select(RunRow.id, RunRow.event_id)
-            .join(ServiceRow, ServiceRow.id == RunRow.service)
-            .where(ServiceRow.project == project)
-        )
-        query = query.where(
-            or_(
-                EventRow.id.in_(runs.with_only_columns(RunRow.event_id)),
-                EventRow.run_id.in_(runs.with_only_columns(RunRow.id)),
-            )
-        )
     with store.session() as s:
+        if project is not None:
+            # per event, an index lookup of its runs (newest events first, until the limit),
+            # not a hash of every run of the project
+            services = list(s.scalars(select(ServiceRow.id).where(ServiceRow.project == project)))
+            triggered = select(RunRow.id).where(
+                RunRow.event_id == EventRow.id, RunRow.service.in_(services)
+            )
+            emitted = select(RunRow.id).where(
+                RunRow.id == EventRow.run_id, RunRow.service.in_(services)
+            )
+            query = query.where(or_(triggered.exists(), emitted.exists()))
         if after is None:
             order = (EventRow.received_at.desc(), EventRow.id.desc())
             rows = list(s.scalars(query.order_by(*order).limit(limit)))[::-1]

@@ -32,6 +32,9 @@ WINDOWS_MIN = (5, 15, 60, 360)
 REFRESH_S = 3
 OUTSIDE = "outside"
 COLUMN_W, ROW_H, NODE_W, NODE_H, MARGIN = 440, 110, 190, 52, 24
+# edges drawn at most: the busiest, those with failures first (a map of a thousand arrows is
+# unreadable, and slow to render); the map says how many quieter ones it left out
+MAX_EDGES = 150
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +85,7 @@ def _map(store: StateStore, user: UIUser, project: str | None, minutes: int) -> 
     runs_in: dict[str, int] = {}
     for e in edges:
         runs_in[e.consumer] = runs_in.get(e.consumer, 0) + e.runs
+    edges, hidden = _busiest(edges)
     rows: dict[int, int] = {}
     nodes: dict[str, Node] = {}
     named = {s.id: s for s in services}
@@ -133,7 +137,18 @@ def _map(store: StateStore, user: UIUser, project: str | None, minutes: int) -> 
         "minutes": minutes,
         "project": project,
         "refresh": REFRESH_S,
+        "hidden_edges": hidden,
     }
+
+
+def _busiest(edges: list[uq.FlowEdge]) -> tuple[list[uq.FlowEdge], int]:
+    """At most :data:`MAX_EDGES` of ``edges`` (failing, then busiest first; in their order),
+    and how many were left out."""
+    if len(edges) <= MAX_EDGES:
+        return edges, 0
+    ranked = sorted(range(len(edges)), key=lambda i: (-edges[i].errors, -edges[i].runs, i))
+    kept = sorted(ranked[:MAX_EDGES])
+    return [edges[i] for i in kept], len(edges) - MAX_EDGES
 
 
 Minutes = Annotated[int, Query(ge=1, le=max(WINDOWS_MIN))]

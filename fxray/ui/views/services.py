@@ -1,24 +1,35 @@
 """2. Services: the list (status, versions, triggers, last run) and a service's page (versions
 with manifest, requirements and README; triggers; recent runs), with the API's actions:
-upload a new version (zip), activate/deactivate, config overrides and write-only secret
-overrides (their values are never shown)."""
+upload a new version (zip) or sync from git, activate/deactivate, config overrides and
+write-only secret overrides (their values are never shown).
+
+A git sync goes through the API's own route functions (``POST /api/v1/repositories`` the first
+time a URL and ref are synced into a project, then ``POST .../sync``), so it makes the same
+checks (developer role, URL schemes and hosts, ``git_allowed_hosts``, local repositories only
+where ``api_allow_local_repos``); what is refused and what each folder became are shown in the
+form."""
 
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import File, Form, Query, Request, UploadFile
 from fastapi import Path as PathParam
 from fastapi.responses import RedirectResponse, Response
+from pydantic import ValidationError
 
 from fxray.api.auth import require_project
 from fxray.api.errors import ApiError, invalid, not_found
-from fxray.api.pagination import Paging
+from fxray.api.pagination import PageParams, Paging
+from fxray.api.routes import services as api_services
 from fxray.api.routes.services import LABEL_PATTERN, VERSION_PATTERN
 from fxray.api.schemas.common import NAME_PATTERN
+from fxray.api.schemas.services import RepositoryIn, SyncOut
 from fxray.kv import config_key, get_json, secrets_key
+from fxray.packages import git as gitsync
 from fxray.packages.archive import ArchiveLimits
 from fxray.services.package import load_package_bytes
 from fxray.store import NotFound, StateStore, VersionRecord
@@ -65,20 +76,35 @@ def services_page(
         and (not active or s.active == (active == "yes"))
     ]
     window = services[paging.offset : paging.offset + paging.limit]
+    context = {
+        "summaries": uq.service_summaries(store, window),
+        "total": len(services),
+        "paging": paging,
+        "filters": {"project": project, "name": name, "active": active},
+    }
+    return page(request, "services/list.html", _list_context(user, store, shown, context))
+
+
+def _list_context(
+    user: UIUser, store: StateStore, shown: str | None, context: dict[str, Any]
+) -> dict[str, Any]:
+    """The list page's context around ``context`` (its rows), with the upload and git forms."""
     projects = _projects(store, user)
-    return page(
-        request,
-        "services/list.html",
-        {
-            **page_context(user),
-            "summaries": uq.service_summaries(store, window),
-            "total": len(services),
-            "paging": paging,
-            "filters": {"project": project, "name": name, "active": active},
-            "projects": projects,
-            "upload_projects": [p for p in projects if user.can("developer", p)],
-        },
-    )
+    upload_projects = [p for p in projects if user.can("developer", p)]
+    return {
+        **page_context(user),
+        "projects": projects,
+        "upload_projects": upload_projects,
+        "repositories": [  # their URLs with any password replaced by ***
+            replace(r, url=gitsync.redact(r.url))
+            for r in store.list_repositories(shown)
+            if r.project in upload_projects
+        ],
+        "git_form": {"url": "", "ref": "main", "project": ""},
+        "git_problems": [],
+        "git_result": None,
+        **context,
+    }
 
 
 def _projects(store: StateStore, user: UIUser) -> list[str]:
@@ -130,6 +156,121 @@ def upload(
     if is_htmx(request):
         return Response(status_code=204, headers={"HX-Redirect": where})
     return RedirectResponse(where, status_code=303)
+
+
+# -- git sync ---------------------------------------------------------------------------------
+
+
+@router.post("/services/git")
+def sync_from_git(
+    request: Request,
+    user: User,
+    store: StoreDep,
+    platform: PlatformDep,
+    url: Annotated[str, Form(max_length=4096)],
+    ref: Annotated[str, Form(max_length=512)] = "main",
+    project: Annotated[str, Form(max_length=64)] = "",
+) -> Response:
+    """Deploy each service folder of a git repository at ``ref`` (developer in the target
+    project): registered the first time, synced each time. A URL, ref or host the API refuses
+    and a repository that cannot be fetched answer 422 with the problems in the form."""
+    target = project or user.principal.project
+    if target is None:
+        raise invalid("choose the project to deploy to")
+    require_project(user.principal, target, "developer")
+    form = {"url": url.strip(), "ref": ref.strip() or "main", "project": target}
+    return _sync(request, user, store, platform, form, None)
+
+
+@router.post("/services/git/{repository_id}/sync")
+def sync_again(
+    request: Request,
+    repository_id: Annotated[str, PathParam(pattern=api_services.REPOSITORY_ID_PATTERN)],
+    user: User,
+    store: StoreDep,
+    platform: PlatformDep,
+) -> Response:
+    """Sync a registered repository again (developer in its project)."""
+    try:
+        known = store.get_repository(repository_id)
+    except NotFound:
+        raise not_found(f"repository {repository_id!r}") from None
+    require_project(user.principal, known.project, "developer", f"repository {repository_id!r}")
+    form = {"url": gitsync.redact(known.url), "ref": known.ref, "project": known.project}
+    return _sync(request, user, store, platform, form, repository_id)
+
+
+def _sync(
+    request: Request,
+    user: UIUser,
+    store: StateStore,
+    platform: Any,
+    form: dict[str, str],
+    repository_id: str | None,
+) -> Response:
+    result: SyncOut | None = None
+    try:
+        repository_id = repository_id or _repository_for(user, store, platform, form)
+        result = api_services.sync_repository(
+            repository_id=repository_id, caller=user.principal, platform=platform, store=store
+        )
+    except ApiError as exc:
+        if exc.status != 422:
+            raise  # 403 / 404: the error page, as everywhere
+        problems = [_problem(p) for p in exc.problems] or [exc.message]
+        return _git_answer(request, user, store, form, [exc.message, *problems], None)
+    return _git_answer(request, user, store, form, [], result)
+
+
+def _repository_for(user: UIUser, store: StateStore, platform: Any, form: dict[str, str]) -> str:
+    """The id of the repository registered for the form's URL and ref in its project, after
+    registering it if it is new (the API checks the URL and ref then)."""
+    for known in store.list_repositories(form["project"]):
+        if known.url == form["url"] and known.ref == form["ref"]:
+            return known.id
+    try:
+        body = RepositoryIn(url=form["url"], ref=form["ref"], project=form["project"])
+    except ValidationError as exc:
+        problems = [
+            {"location": ".".join(map(str, e["loc"])), "message": e["msg"]} for e in exc.errors()
+        ]
+        raise invalid("the repository is invalid", problems) from None
+    made = api_services.register_repository(
+        body=body, caller=user.principal, platform=platform, store=store
+    )
+    return made.id
+
+
+def _problem(problem: Any) -> str:
+    if isinstance(problem, dict):
+        where = str(problem.get("location", "")).removeprefix("body.")
+        message = str(problem.get("message", ""))
+        return f"{where}: {message}" if where else message
+    return str(problem)
+
+
+def _git_answer(
+    request: Request,
+    user: UIUser,
+    store: StateStore,
+    form: dict[str, str],
+    problems: list[str],
+    result: SyncOut | None,
+) -> Response:
+    shown = user.principal.scope(None)
+    services = store.list_services(shown)
+    paging = PageParams(offset=0, limit=50)
+    context = {
+        "summaries": uq.service_summaries(store, services[: paging.limit]),
+        "total": len(services),
+        "paging": paging,
+        "filters": {"project": None, "name": None, "active": None},
+        "git_form": form,
+        "git_problems": problems,
+        "git_result": result,
+    }
+    status = 422 if problems else 200
+    return page(request, "services/list.html", _list_context(user, store, shown, context), status)
 
 
 # -- one service ------------------------------------------------------------------------------

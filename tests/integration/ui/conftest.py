@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 import pytest
 import uvicorn
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 from fxray import Platform, Settings
 from fxray.api import create_app
@@ -197,11 +197,14 @@ def csrf_token(page: Page) -> str:
     return json.loads(headers)["X-CSRF-Token"]
 
 
-def screenshot(page: Page, name: str) -> Path:
-    """A PNG of the whole page into docs/ui/ (docs/ui.md shows them)."""
+def screenshot(page: Page, name: str, secrets: Sequence[Locator] = ()) -> Path:
+    """A PNG of the whole page into docs/ui/ (docs/ui.md shows them); ``secrets`` (API keys
+    shown once, for example) are painted over, so no real-looking secret lands in the docs."""
     SHOTS.mkdir(parents=True, exist_ok=True)
     path = SHOTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
+    for secret in secrets:
+        expect(secret).to_be_visible()  # a mask over nothing would hide nothing
+    page.screenshot(path=str(path), full_page=True, mask=list(secrets), mask_color="#444")
     return path
 
 

@@ -1,6 +1,7 @@
 """The admin view in a real browser: a platform-wide admin creates a project and a key whose
-secret is shown once (and works), then revokes it (its session ends); a project admin manages
-its project's keys; a developer or viewer cannot reach admin (403, on POST too)."""
+secret is shown once (and works, and is painted over in the docs' screenshot), then revokes it
+(its session ends); a project admin finds Admin in the nav bar and manages its project's keys;
+a developer or viewer has no Admin link and cannot reach admin (403, on POST too)."""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ def test_a_key_is_shown_once_works_and_is_revoked(
     assert store is not None
     (key,) = store.list_api_keys(project)
     assert key.role == "developer" and not key.revoked and key.id in token
-    screenshot(page, "admin")
+    # the docs' screenshot shows the page, but not the secret: it is painted over
+    screenshot(page, "admin", secrets=[page.locator("#new-token")])
 
     page.goto(f"{ui_server.url}/admin?project={project}")  # shown once: not on the next page
     expect(page.locator(f'tr[data-key="{key.id}"]')).to_contain_text("ci deploy")
@@ -53,7 +55,9 @@ def test_a_key_is_shown_once_works_and_is_revoked(
 
 def test_a_project_admin_manages_its_keys(ui_server: UIServer, page: Page) -> None:
     keys = ui_server.project()
-    sign_in(page, ui_server, keys.admin, "/admin")
+    sign_in(page, ui_server, keys.admin, "/")
+    page.get_by_role("link", name="Admin").click()  # the nav bar leads a project admin there
+    page.wait_for_url(f"{ui_server.url}/admin")
     expect(page.get_by_role("heading", name=f"API keys of {keys.project}")).to_be_visible()
     expect(page.get_by_role("heading", name="New project")).to_have_count(0)
     expect(page.locator("tr[data-key]")).to_have_count(3)  # the fixture's viewer/developer/admin

@@ -37,3 +37,23 @@ def test_nav_entries_are_distinct() -> None:
     assert NavEntry("Runs", "/runs", 40).active("/runs/abc")
     assert not NavEntry("Runs", "/runs", 40).active("/runsx")
     assert NavEntry("Overview", "/", 10).active("/") and not NavEntry("O", "/", 10).active("/x")
+
+
+@pytest.mark.parametrize(
+    ("project", "role", "sees_admin"),
+    [
+        (None, "admin", True),  # a platform-wide admin
+        ("shop", "admin", True),  # a project admin manages its project's keys
+        ("shop", "developer", False),
+        ("shop", "viewer", False),
+    ],
+)
+def test_the_admin_entry_shows_to_admins_of_a_project_too(
+    project: str | None, role: str, sees_admin: bool
+) -> None:
+    from fxray.api.auth import Principal
+    from fxray.ui.views import admin
+
+    principal = Principal("k1", project, role)  # type: ignore[arg-type]
+    assert admin.NAV.visible_to(principal) is sees_admin
+    assert NavEntry("Runs", "/runs", 40).visible_to(principal)

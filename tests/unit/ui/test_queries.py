@@ -3,6 +3,7 @@ overview, each a fixed number of statements however many rows a page shows."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -202,7 +203,9 @@ def test_outputs_side_by_side_pairs_the_versions_of_one_event(store: StateStore)
 
 def test_flow_edges_follow_events_from_the_run_that_emitted_them(store: StateStore) -> None:
     store.upsert_service("svc-c", project="alpha")
-    first = _run(event_id="e-in", event_type="shop.order", created_at=10.0)
+    # the router records events as it routes them, when it writes their runs: around now
+    at = time.time() - 50.0
+    first = _run(event_id="e-in", event_type="shop.order", created_at=at + 10.0)
     store.insert_runs([first])
     store.record_events(
         [
@@ -221,33 +224,55 @@ def test_flow_edges_follow_events_from_the_run_that_emitted_them(store: StateSto
             service="alpha.svc-c",
             event_id="e-out-0",
             event_type="shop.checked",
-            created_at=11.0,
+            created_at=at + 11.0,
             status="failed",
         ),
         _run(
             service="alpha.svc-c",
             event_id="e-out-1",
             event_type="shop.checked",
-            created_at=12.0,
+            created_at=at + 12.0,
             status="pending",
         ),
         _run(
             service="alpha.svc-c",
             event_id="e-out-2",
             event_type="shop.checked",
-            created_at=13.0,
+            created_at=at + 13.0,
             shadow=True,
         ),
-        _run(service="beta.svc-b", event_id="e-out-2", event_type="shop.checked", created_at=13.0),
+        _run(
+            service="beta.svc-b",
+            event_id="e-out-2",
+            event_type="shop.checked",
+            created_at=at + 13.0,
+        ),
     ]
     store.insert_runs(downstream)
     with statements(store) as seen:
-        edges = uq.flow_edges(store, ["alpha.svc-a", "alpha.svc-c"], 0.0, 100.0)
-    assert len(seen) == 1
+        edges = uq.flow_edges(store, ["alpha.svc-a", "alpha.svc-c"], at, at + 100.0)
+    assert len(seen) == 2  # the runs with their emitted events, the emitting runs
     assert [(e.producer, e.event_type, e.consumer, e.runs, e.errors, e.backlog) for e in edges] == [
         (None, "shop.order", "alpha.svc-a", 1, 0, 0),
         ("alpha.svc-a", "shop.checked", "alpha.svc-c", 2, 1, 1),
     ]
     # a reader of beta alone sees the event come from outside its project
-    (beta,) = uq.flow_edges(store, ["beta.svc-b"], 0.0, 100.0)
+    (beta,) = uq.flow_edges(store, ["beta.svc-b"], at, at + 100.0)
     assert (beta.producer, beta.consumer, beta.runs) == (None, "beta.svc-b", 1)
+
+
+def test_flow_edges_of_a_window_long_ago_count_every_run(store: StateStore) -> None:
+    """Runs of a window far from when their events were recorded (synthetic: a router records
+    both together) are all counted, as from outside."""
+    store.upsert_service("svc-c", project="alpha")
+    first = _run(event_id="e-in", event_type="shop.order", created_at=10.0)
+    store.insert_runs([first])
+    event = {"id": "e-out", "type": "shop.checked", "source": "x", "specversion": "1.0"}
+    store.record_events([{**event, "fxrunid": first["id"]}])
+    late = _run(service="alpha.svc-c", event_id="e-out", event_type="shop.checked", created_at=11.0)
+    store.insert_runs([late])
+    edges = uq.flow_edges(store, ["alpha.svc-a", "alpha.svc-c"], 0.0, 100.0)
+    assert [(e.producer, e.consumer, e.runs) for e in edges] == [
+        (None, "alpha.svc-c", 1),  # shop.checked
+        (None, "alpha.svc-a", 1),  # shop.order
+    ]
