@@ -2,63 +2,31 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from fxray.events import cloudevent as ev
 from fxray.store import NotFound, StateStore
 from fxray.store import queries as q
+from tests.store_rows import run_row, two_project_store
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[StateStore]:
-    state = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
-    for project in ("alpha", "beta"):
-        state.create_project(project)
-    state.upsert_service("svc-a", project="alpha")
-    state.upsert_service("svc-b", project="beta")
-    state.add_version("alpha.svc-a", "a" * 64, {"name": "svc-a"}, label="v1")
-    state.add_version("alpha.svc-a", "b" * 64, {"name": "svc-a"}, label="v2")
-    state.add_version("beta.svc-b", "c" * 64, {"name": "svc-b"})
+    state = two_project_store(tmp_path)
     yield state
     state.close()
 
 
-def _run(**fields: Any) -> dict[str, Any]:
-    row = {
-        "id": str(uuid.uuid4()),
-        "service": "alpha.svc-a",
-        "version_id": "alpha.svc-a@aaaaaaaaaaaa",
-        "trigger_id": "t1",
-        "event_id": str(uuid.uuid4()),
-        "event_type": "demo.go",
-        "correlation_id": "c1",
-        "status": "succeeded",
-        "priority": 5,
-        "attempt": 1,
-        "shadow": False,
-        "created_at": 100.0,
-        "started_at": None,
-        "finished_at": None,
-        "steps": [],
-        "logs": [],
-        "result": None,
-    }
-    row.update(fields)
-    return row
-
-
 def test_list_runs_filters_pages_and_counts(store: StateStore) -> None:
     rows = [
-        _run(created_at=100.0 + i, status="failed" if i % 3 == 0 else "succeeded")
+        run_row(created_at=100.0 + i, status="failed" if i % 3 == 0 else "succeeded")
         for i in range(10)
     ]
-    rows += [_run(service="beta.svc-b", version_id="beta.svc-b@cccccccccccc", created_at=200.0)]
-    rows += [_run(version_id="alpha.svc-a@bbbbbbbbbbbb", correlation_id="c2", created_at=150.0)]
+    rows += [run_row(service="beta.svc-b", version_id="beta.svc-b@cccccccccccc", created_at=200.0)]
+    rows += [run_row(version_id="alpha.svc-a@bbbbbbbbbbbb", correlation_id="c2", created_at=150.0)]
     store.insert_runs(rows)
 
     page, total = q.list_runs(store, q.RunFilter(), limit=5)
@@ -90,7 +58,7 @@ def test_list_runs_filters_pages_and_counts(store: StateStore) -> None:
 
 
 def test_get_run_and_service_keys(store: StateStore) -> None:
-    row = _run(logs=[[1.0, "INFO", "a.py", "hello"]], status="running")
+    row = run_row(logs=[[1.0, "INFO", "a.py", "hello"]], status="running")
     store.insert_runs([row])
     view = q.get_run(store, row["id"])
     assert view.project == "alpha" and view.version_label == "v1"
@@ -107,9 +75,9 @@ def test_get_run_and_service_keys(store: StateStore) -> None:
 
 def test_trace_from_an_event_id_or_a_correlation_id(store: StateStore) -> None:
     root = ev.new_event("flow.a", {"n": 1}, source="test")
-    first = _run(event_id=root["id"], correlation_id=root["id"], created_at=10.0)
+    first = run_row(event_id=root["id"], correlation_id=root["id"], created_at=10.0)
     child = ev.child_event(root, first["id"], "flow.b", {"n": 2}, source="svc-a")
-    second = _run(
+    second = run_row(
         service="beta.svc-b",
         version_id="beta.svc-b@cccccccccccc",
         event_id=child["id"],
@@ -117,7 +85,7 @@ def test_trace_from_an_event_id_or_a_correlation_id(store: StateStore) -> None:
         created_at=11.0,
     )
     store.record_events([root, child])
-    store.insert_runs([first, second, _run(correlation_id="other")])
+    store.insert_runs([first, second, run_row(correlation_id="other")])
 
     for key in (root["id"], child["id"]):
         trace = q.load_trace(store, key)
@@ -139,7 +107,7 @@ def test_version_report_counts_and_percentiles(store: StateStore) -> None:
     rows = []
     for i in range(10):
         rows.append(
-            _run(
+            run_row(
                 created_at=1000.0 + i,
                 started_at=1000.0 + i,
                 finished_at=1000.0 + i + (i + 1) / 10,  # 100 .. 1000 ms
@@ -147,7 +115,7 @@ def test_version_report_counts_and_percentiles(store: StateStore) -> None:
             )
         )
     rows.append(
-        _run(
+        run_row(
             version_id="alpha.svc-a@bbbbbbbbbbbb",
             created_at=1001.0,
             status="timed_out",
@@ -156,7 +124,7 @@ def test_version_report_counts_and_percentiles(store: StateStore) -> None:
         )
     )
     rows.append(
-        _run(
+        run_row(
             version_id="alpha.svc-a@bbbbbbbbbbbb",
             created_at=1002.0,
             status="running",
@@ -164,8 +132,10 @@ def test_version_report_counts_and_percentiles(store: StateStore) -> None:
             shadow=True,
         )
     )
-    rows.append(_run(version_id="alpha.svc-a@bbbbbbbbbbbb", created_at=1003.0, status="cancelled"))
-    rows.append(_run(created_at=5000.0, status="failed"))  # outside the window
+    rows.append(
+        run_row(version_id="alpha.svc-a@bbbbbbbbbbbb", created_at=1003.0, status="cancelled")
+    )
+    rows.append(run_row(created_at=5000.0, status="failed"))  # outside the window
     store.insert_runs(rows)
 
     v1, v2 = q.version_report(store, "alpha.svc-a", 1000.0, 2000.0)

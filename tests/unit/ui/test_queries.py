@@ -4,7 +4,6 @@ overview, each a fixed number of statements however many rows a page shows."""
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,44 +15,14 @@ from sqlalchemy import event
 from fxray.store import StateStore
 from fxray.store import queries as q
 from fxray.ui import queries as uq
+from tests.store_rows import run_row, two_project_store
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[StateStore]:
-    state = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
-    for project in ("alpha", "beta"):
-        state.create_project(project)
-    state.upsert_service("svc-a", project="alpha")
-    state.upsert_service("svc-b", project="beta")
-    state.add_version("alpha.svc-a", "a" * 64, {"name": "svc-a"}, label="v1")
-    state.add_version("alpha.svc-a", "b" * 64, {"name": "svc-a"}, label="v2")
-    state.add_version("beta.svc-b", "c" * 64, {"name": "svc-b"})
+    state = two_project_store(tmp_path)
     yield state
     state.close()
-
-
-def _run(**fields: Any) -> dict[str, Any]:
-    row = {
-        "id": str(uuid.uuid4()),
-        "service": "alpha.svc-a",
-        "version_id": "alpha.svc-a@aaaaaaaaaaaa",
-        "trigger_id": "t1",
-        "event_id": str(uuid.uuid4()),
-        "event_type": "demo.go",
-        "correlation_id": "c1",
-        "status": "succeeded",
-        "priority": 5,
-        "attempt": 1,
-        "shadow": False,
-        "created_at": 100.0,
-        "started_at": None,
-        "finished_at": None,
-        "steps": [],
-        "logs": [],
-        "result": None,
-    }
-    row.update(fields)
-    return row
 
 
 @contextmanager
@@ -72,7 +41,7 @@ def statements(store: StateStore) -> Iterator[list[str]]:
 
 def test_keyset_pages_walk_every_run_once_newest_first(store: StateStore) -> None:
     # ties on created_at are broken by id, so no run is skipped or repeated across pages
-    rows = [_run(created_at=100.0 + i // 3) for i in range(25)]
+    rows = [run_row(created_at=100.0 + i // 3) for i in range(25)]
     store.insert_runs(rows)
     selection = uq.RunSelection(q.RunFilter())
     seen: list[tuple[float, str]] = []
@@ -92,10 +61,10 @@ def test_keyset_pages_walk_every_run_once_newest_first(store: StateStore) -> Non
 def test_filters_statuses_event_type_and_project(store: StateStore) -> None:
     store.insert_runs(
         [
-            _run(status="failed", event_type="a.b", created_at=1.0),
-            _run(status="timed_out", created_at=2.0),
-            _run(status="succeeded", created_at=3.0),
-            _run(service="beta.svc-b", version_id="beta.svc-b@cccccccccccc", status="failed"),
+            run_row(status="failed", event_type="a.b", created_at=1.0),
+            run_row(status="timed_out", created_at=2.0),
+            run_row(status="succeeded", created_at=3.0),
+            run_row(service="beta.svc-b", version_id="beta.svc-b@cccccccccccc", status="failed"),
         ]
     )
     failed = uq.RunSelection(q.RunFilter(project="alpha"), statuses=uq.FAILED)
@@ -114,7 +83,7 @@ def test_a_cursor_that_is_not_one_is_refused(token: str) -> None:
 
 
 def test_a_page_of_runs_takes_two_statements_however_long(store: StateStore) -> None:
-    store.insert_runs([_run(created_at=float(i)) for i in range(120)])
+    store.insert_runs([run_row(created_at=float(i)) for i in range(120)])
     with statements(store) as seen:
         views, _ = uq.runs_page(store, uq.RunSelection(q.RunFilter(project="alpha")), limit=100)
     assert len(views) == 100
@@ -127,9 +96,9 @@ def test_service_summaries_take_three_statements_for_any_number(store: StateStor
     store.add_trigger("demo.*", "alpha.svc-a")
     store.insert_runs(
         [
-            _run(created_at=5.0, status="failed"),
-            _run(created_at=9.0, status="succeeded"),
-            _run(service="beta.svc-b", version_id="beta.svc-b@cccccccccccc", created_at=7.0),
+            run_row(created_at=5.0, status="failed"),
+            run_row(created_at=9.0, status="succeeded"),
+            run_row(service="beta.svc-b", version_id="beta.svc-b@cccccccccccc", created_at=7.0),
         ]
     )
     services = store.list_services()
@@ -149,13 +118,13 @@ def test_the_overview_counts_per_minute_failures_and_backlog(store: StateStore) 
     now = 10_000 * 60.0 + 30  # half a minute into minute 10000
     store.insert_runs(
         [
-            _run(created_at=now - 5, status="succeeded"),
-            _run(created_at=now - 10, status="failed"),
-            _run(created_at=now - 70, status="timed_out"),
-            _run(created_at=now - 80, status="pending"),
-            _run(created_at=now - 20, status="running"),
-            _run(created_at=now - 4000, status="failed"),  # before the window
-            _run(service="beta.svc-b", version_id="beta.svc-b@cccccccccccc", created_at=now - 1),
+            run_row(created_at=now - 5, status="succeeded"),
+            run_row(created_at=now - 10, status="failed"),
+            run_row(created_at=now - 70, status="timed_out"),
+            run_row(created_at=now - 80, status="pending"),
+            run_row(created_at=now - 20, status="running"),
+            run_row(created_at=now - 4000, status="failed"),  # before the window
+            run_row(service="beta.svc-b", version_id="beta.svc-b@cccccccccccc", created_at=now - 1),
         ]
     )
     alpha = uq.overview(store, "alpha", now)
@@ -182,13 +151,13 @@ def test_outputs_side_by_side_pairs_the_versions_of_one_event(store: StateStore)
     v1, v2 = (v.id for v in store.list_versions("alpha.svc-a"))
     store.insert_runs(
         [
-            _run(event_id="e1", version_id=v1, created_at=10.0, result={"v": 1}),
-            _run(event_id="e1", version_id=v2, created_at=10.5, result={"v": 2}, shadow=True),
-            _run(event_id="e2", version_id=v1, created_at=20.0),  # one version only: left out
-            _run(event_id="e3", version_id=v1, created_at=30.0, status="failed"),
-            _run(event_id="e3", version_id=v2, created_at=31.0, shadow=True),
-            _run(event_id="e4", version_id=v1, created_at=500.0),  # after the window
-            _run(event_id="e4", version_id=v2, created_at=500.0, shadow=True),
+            run_row(event_id="e1", version_id=v1, created_at=10.0, result={"v": 1}),
+            run_row(event_id="e1", version_id=v2, created_at=10.5, result={"v": 2}, shadow=True),
+            run_row(event_id="e2", version_id=v1, created_at=20.0),  # one version only: left out
+            run_row(event_id="e3", version_id=v1, created_at=30.0, status="failed"),
+            run_row(event_id="e3", version_id=v2, created_at=31.0, shadow=True),
+            run_row(event_id="e4", version_id=v1, created_at=500.0),  # after the window
+            run_row(event_id="e4", version_id=v2, created_at=500.0, shadow=True),
         ]
     )
     with statements(store) as seen:
@@ -205,7 +174,7 @@ def test_flow_edges_follow_events_from_the_run_that_emitted_them(store: StateSto
     store.upsert_service("svc-c", project="alpha")
     # the router records events as it routes them, when it writes their runs: around now
     at = time.time() - 50.0
-    first = _run(event_id="e-in", event_type="shop.order", created_at=at + 10.0)
+    first = run_row(event_id="e-in", event_type="shop.order", created_at=at + 10.0)
     store.insert_runs([first])
     store.record_events(
         [
@@ -220,28 +189,28 @@ def test_flow_edges_follow_events_from_the_run_that_emitted_them(store: StateSto
         ]
     )
     downstream = [
-        _run(
+        run_row(
             service="alpha.svc-c",
             event_id="e-out-0",
             event_type="shop.checked",
             created_at=at + 11.0,
             status="failed",
         ),
-        _run(
+        run_row(
             service="alpha.svc-c",
             event_id="e-out-1",
             event_type="shop.checked",
             created_at=at + 12.0,
             status="pending",
         ),
-        _run(
+        run_row(
             service="alpha.svc-c",
             event_id="e-out-2",
             event_type="shop.checked",
             created_at=at + 13.0,
             shadow=True,
         ),
-        _run(
+        run_row(
             service="beta.svc-b",
             event_id="e-out-2",
             event_type="shop.checked",
@@ -265,11 +234,13 @@ def test_flow_edges_of_a_window_long_ago_count_every_run(store: StateStore) -> N
     """Runs of a window far from when their events were recorded (synthetic: a router records
     both together) are all counted, as from outside."""
     store.upsert_service("svc-c", project="alpha")
-    first = _run(event_id="e-in", event_type="shop.order", created_at=10.0)
+    first = run_row(event_id="e-in", event_type="shop.order", created_at=10.0)
     store.insert_runs([first])
     event = {"id": "e-out", "type": "shop.checked", "source": "x", "specversion": "1.0"}
     store.record_events([{**event, "fxrunid": first["id"]}])
-    late = _run(service="alpha.svc-c", event_id="e-out", event_type="shop.checked", created_at=11.0)
+    late = run_row(
+        service="alpha.svc-c", event_id="e-out", event_type="shop.checked", created_at=11.0
+    )
     store.insert_runs([late])
     edges = uq.flow_edges(store, ["alpha.svc-a", "alpha.svc-c"], 0.0, 100.0)
     assert [(e.producer, e.consumer, e.runs) for e in edges] == [
