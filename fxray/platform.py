@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import uuid
@@ -71,6 +72,11 @@ from fxray.store.records import DEFAULT_PROJECT
 
 if TYPE_CHECKING:
     from fxray.packages.assets import AssetInfo, AssetStore, Data
+
+log = logging.getLogger("fxray.platform")
+
+RAY_CLIENT_ATTEMPTS = 3  # connections to a Ray Client address (ray://) before giving up
+RAY_CLIENT_RETRY_S = 2.0  # times the attempt number, between them
 
 RAY_ENV_DEFAULTS = {
     "RAY_USAGE_STATS_ENABLED": "0",
@@ -193,14 +199,28 @@ class Platform:
         if ray.is_initialized():
             return
         apply_ray_env_defaults()
-        ray.init(
-            address=self.settings.ray_address,
-            num_cpus=self.settings.ray_num_cpus,
-            include_dashboard=self.settings.ray_include_dashboard,
-            namespace=self.settings.ray_namespace,
-            log_to_driver=False,
-            configure_logging=False,
-        )
+        address = self.settings.ray_address
+        # Ray Client: the head starts a server process per session, and a start that fails
+        # there (seen under load: the process gone before the proxy looked at it) ends the
+        # connection with ConnectionAbortedError; a fresh attempt gets a fresh server
+        attempts = RAY_CLIENT_ATTEMPTS if address and address.startswith("ray://") else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                ray.init(
+                    address=address,
+                    num_cpus=self.settings.ray_num_cpus,
+                    include_dashboard=self.settings.ray_include_dashboard,
+                    namespace=self.settings.ray_namespace,
+                    log_to_driver=False,
+                    configure_logging=False,
+                )
+                break
+            except ConnectionError as exc:
+                if attempt == attempts:
+                    raise
+                log.warning("Ray Client connection to %s failed (%s); again", address, exc)
+                ray.shutdown()
+                time.sleep(RAY_CLIENT_RETRY_S * attempt)
         self._started_ray = True
 
     def ray_connected(self) -> bool:
