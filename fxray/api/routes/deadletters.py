@@ -41,9 +41,10 @@ class Letter:
     """A dead letter with its project and mark."""
 
     letter: dl.DeadLetter
-    service: str | None
+    service: str | None  # the service's id, from the letter's header
     project: str | None
     mark: dict[str, Any] | None
+    service_name: str | None = None  # its name in its project (None if it is gone)
 
     def visible_to(self, caller: Principal) -> bool:
         if self.project is None:
@@ -65,9 +66,8 @@ def letters(platform: Any, store: StateStore, per_partition: int) -> list[Letter
     for letter in raw:
         service = letter.header(dl.DLQ_PREFIX + "service")
         key = services.get(service or "")
-        found.append(
-            Letter(letter, service, key.project if key else None, marks.get(letter.position))
-        )
+        project, name = (key.project, key.name) if key else (None, None)
+        found.append(Letter(letter, service, project, marks.get(letter.position), name))
     return found
 
 

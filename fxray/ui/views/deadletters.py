@@ -19,9 +19,9 @@ from fastapi import Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
 from fxray.api.errors import invalid
+from fxray.api.routes.deadletters import letters as api_letters
 from fxray.api.schemas.common import NAME_PATTERN
 from fxray.events import deadletters as dl
-from fxray.store import queries as q
 from fxray.ui.deps import PlatformDep, StoreDep, UIUser, User, page_context, scope, ui_state
 from fxray.ui.nav import NavEntry
 from fxray.ui.routing import ui_router
@@ -63,32 +63,28 @@ def _payload(value: bytes) -> str:
 
 
 def _letters(platform: Any, store: Any, limit: int) -> list[Letter]:
-    raw = platform.dead_letters(limit)
-    services = q.service_keys(store, {d.header(dl.DLQ_PREFIX + "service") or "" for d in raw})
-    marks = platform.dead_letter_marks()
-    letters = []
-    for letter in raw:
-        service_id = letter.header(dl.DLQ_PREFIX + "service")
-        key = services.get(service_id or "")
+    """The API's reading of the letters (project and mark each), as the page shows them."""
+    shown = []
+    for found in api_letters(platform, store, limit):
+        letter = found.letter
         stamp = letter.header(dl.DLQ_PREFIX + "time")
-        summary = letter.summary()
-        letters.append(
+        shown.append(
             Letter(
                 position=letter.position,
                 reason=letter.reason,
                 run_id=letter.run_id,
-                service_id=service_id,
-                service_name=key.name if key else service_id,
-                project=key.project if key else None,
-                source=summary["from"],
+                service_id=found.service,
+                service_name=found.service_name or found.service,
+                project=found.project,
+                source=letter.summary()["from"],
                 time=float(stamp) if stamp and stamp.replace(".", "", 1).isdigit() else None,
                 payload=_payload(letter.value),
                 payload_size=len(letter.value),
-                mark=marks.get(letter.position),
+                mark=found.mark,
             )
         )
-    letters.sort(key=lambda item: (item.time or 0.0, item.position), reverse=True)
-    return letters
+    shown.sort(key=lambda item: (item.time or 0.0, item.position), reverse=True)
+    return shown
 
 
 def _visible(user: UIUser, letter: Letter, project: str | None) -> bool:

@@ -26,18 +26,9 @@ from fxray.runtime import runner
 from fxray.runtime.isolated import SHIM_DIR, IsolatedWorker, describe_exit, protocol
 from fxray.runtime.isolated.process import _answer
 from fxray.runtime.runs import LogLine, RunResult, RunSpec, RunStatus, StepResult
-from tests.unit.runtime.test_runner import capturing_streams
+from tests.unit.runtime.test_runner import capturing_streams, make_package
 
 SERVICE = "svc"
-
-
-def make_package(root: Path, scripts: dict[str, str]) -> Path:
-    pkg = root / f"pkg-{uuid.uuid4().hex[:8]}"
-    for name, code in scripts.items():
-        path = pkg / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(code))
-    return pkg
 
 
 def make_spec(steps: list[str], data: Any = None, **attributes: Any) -> RunSpec:
